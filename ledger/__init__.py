@@ -1,0 +1,1 @@
+"""ledger: an event-sourced publication ledger for package registries."""

@@ -1,0 +1,90 @@
+"""The composition root: the only place that picks a store, connects, and builds a Ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ledger.api import Ledger
+from ledger.application import PublicationLedger
+from ledger.errors import LedgerError, StoreUnavailable
+from ledger.ports import Database
+from ledger.settings import Settings, StoreURL, redact
+
+
+def event_store_env(url: StoreURL) -> dict[str, str]:
+    """The eventsourcing environment for a store URL (every key set, so nothing leaks in)."""
+    if url.kind == "sqlite":
+        assert url.path is not None
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(url.path),
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "ledger.stores.sqlite:ChainedSQLiteApplicationRecorder",
+            "CREATE_TABLE": "y",
+        }
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": url.dbname,
+        "POSTGRES_HOST": url.host,
+        "POSTGRES_PORT": str(url.port),
+        "POSTGRES_USER": url.user,
+        "POSTGRES_PASSWORD": url.password,
+        "POSTGRES_SCHEMA": url.schema,
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "2",
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_LOCK_TIMEOUT": "30",
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        "APPLICATION_RECORDER_TOPIC": "ledger.stores.postgres:ChainedPostgresApplicationRecorder",
+        "CREATE_TABLE": "y",
+    }
+
+
+def connect(url: StoreURL) -> Database:
+    """A plain SQL connection to the store, for views, leases and audits."""
+    if url.kind == "sqlite":
+        from ledger.stores.sqlite import SQLiteDatabase
+
+        assert url.path is not None
+        return SQLiteDatabase(url.path)
+    from ledger.stores.postgres import PostgresDatabase
+
+    return PostgresDatabase(url)
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    """Open the store named by the settings and build a Ledger on it (the caller closes it)."""
+    url = settings.store_url
+    if url.kind == "sqlite":
+        assert url.path is not None
+        if not url.path.parent.is_dir():
+            msg = f"the SQLite store's folder {str(url.path.parent)!r} does not exist"
+            raise StoreUnavailable(msg, store=url.redacted)
+    db = connect(url)  # first, so an unreachable server fails fast and clearly
+    try:
+        app = PublicationLedger(env=event_store_env(url))
+    except LedgerError:
+        db.close()
+        raise
+    except Exception as exc:
+        db.close()
+        msg = f"cannot open the event store {url.redacted}: {redact(str(exc)).strip()}"
+        raise StoreUnavailable(msg, store=url.redacted) from exc
+    ledger = Ledger(settings, app, db)
+    try:
+        ledger.views.create_tables()
+    except Exception:
+        ledger.close()
+        raise
+    return ledger
+
+
+@contextmanager
+def open_ledger(settings: Settings | None = None) -> Iterator[Ledger]:
+    """``with open_ledger(Settings.from_env()) as ledger: ledger.publish(line, actor)``."""
+    ledger = build_ledger(settings or Settings.from_env())
+    try:
+        yield ledger
+    finally:
+        ledger.close()

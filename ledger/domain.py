@@ -1,0 +1,356 @@
+"""The domain: crates, index sync jobs and the index remote, as event-sourced aggregates.
+
+Every fact the ledger records is one of the events declared here. They are a public schema:
+projections and operators' queries depend on them, so each carries an explicit, stable
+``TOPIC`` (moving or renaming a class never orphans stored events) and changes only by
+``class_version`` and upcasters.
+
+Aggregates:
+
+- :class:`Crate` (id derived from the collision key of the name): versions published, yanked,
+  unyanked and deleted. Its invariants refuse duplicates, collisions and impossible changes.
+- :class:`SyncJob` (one crate's change on its way to the index): enqueued in the same save as
+  the change that caused it, then attempted, failed, confirmed, completed or abandoned.
+- :class:`IndexRemote` (id derived from the remote URL without credentials): scans of the real
+  index and repairs applied to it.
+
+Nothing here imports SQL, git or CLI code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.errors import AlreadyPublished, Conflict, NameCollision, NotFound
+from ledger.names import collision_key
+
+NAMESPACE = uuid5(NAMESPACE_URL, "ledger:crate")
+REMOTE_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:remote")
+
+LIVE = "published"
+YANKED = "yanked"
+DELETED = "deleted"
+
+
+class Crate(Aggregate):
+    """A crate and the state of each of its versions, keyed by version without build metadata."""
+
+    TOPIC: ClassVar[str] = "ledger:Crate"
+
+    class Event(Aggregate.Event):
+        TOPIC: ClassVar[str] = "ledger:Crate.Event"
+
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        """The id of a crate: a UUID of its collision key, so colliding names share it."""
+        return uuid5(NAMESPACE, collision_key(name))
+
+    class Registered(Aggregate.Created):
+        """The first publish of a crate: its name as it will be spelled in the index."""
+
+        TOPIC: ClassVar[str] = "ledger:CrateRegistered"
+        name: str
+
+    @event(Registered)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.versions: dict[str, str] = {}
+        self.spelling: dict[str, str] = {}
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def check_name(self, name: str) -> None:
+        """Refuse a spelling that differs from the registered one but collides with it."""
+        if name != self.name:
+            msg = f"crate name {name!r} collides with the existing crate {self.name!r}"
+            raise NameCollision(msg, crate=name, existing=self.name)
+
+    def check_can_publish(self, key: str, version: str) -> None:
+        """Refuse a version whose key (build metadata ignored) was ever used."""
+        state = self.versions.get(key)
+        if state == DELETED:
+            msg = f"{self.name} {version} was deleted and cannot be published again"
+            raise Conflict(msg, crate=self.name, version=version)
+        if state is not None:
+            existing = self.spelling[key]
+            msg = f"{self.name} {version} is already published (as {existing})"
+            raise AlreadyPublished(msg, crate=self.name, version=version, existing=existing)
+
+    def state_of(self, key: str, version: str) -> str:
+        """The state of a version, or NotFound."""
+        state = self.versions.get(key)
+        if state is None:
+            msg = f"{self.name} has no version {version}"
+            raise NotFound(msg, crate=self.name, version=version)
+        return state
+
+    def check_can_yank(self, key: str, version: str) -> None:
+        state = self.state_of(key, version)
+        if state != LIVE:
+            msg = f"{self.name} {version} is {state}, not published: nothing to yank"
+            raise Conflict(msg, crate=self.name, version=version, state=state)
+
+    def check_can_unyank(self, key: str, version: str) -> None:
+        state = self.state_of(key, version)
+        if state != YANKED:
+            msg = f"{self.name} {version} is {state}, not yanked: nothing to unyank"
+            raise Conflict(msg, crate=self.name, version=version, state=state)
+
+    def check_can_delete(self, key: str, version: str) -> None:
+        state = self.state_of(key, version)
+        if state == DELETED:
+            msg = f"{self.name} {version} is already deleted"
+            raise Conflict(msg, crate=self.name, version=version, state=state)
+
+    # -- events -----------------------------------------------------------------------------
+
+    class VersionPublished(Event):
+        """A version accepted by the registry, with its exact cargo index line."""
+
+        TOPIC: ClassVar[str] = "ledger:VersionPublished"
+        crate: str
+        version: str
+        key: str
+        line: dict[str, Any]
+        cksum: str
+        actor: str
+        job: UUID
+
+    @event(VersionPublished)
+    def _published(
+        self,
+        crate: str,
+        version: str,
+        key: str,
+        line: dict[str, Any],
+        cksum: str,
+        actor: str,
+        job: UUID,
+    ) -> None:
+        self.versions[key] = YANKED if line.get("yanked") else LIVE
+        self.spelling[key] = version
+
+    class VersionYanked(Event):
+        TOPIC: ClassVar[str] = "ledger:VersionYanked"
+        crate: str
+        version: str
+        key: str
+        actor: str
+        job: UUID
+
+    @event(VersionYanked)
+    def _yanked(self, crate: str, version: str, key: str, actor: str, job: UUID) -> None:
+        self.versions[key] = YANKED
+
+    class VersionUnyanked(Event):
+        TOPIC: ClassVar[str] = "ledger:VersionUnyanked"
+        crate: str
+        version: str
+        key: str
+        actor: str
+        job: UUID
+
+    @event(VersionUnyanked)
+    def _unyanked(self, crate: str, version: str, key: str, actor: str, job: UUID) -> None:
+        self.versions[key] = LIVE
+
+    class VersionDeleted(Event):
+        """An admin removal: the line must leave the index."""
+
+        TOPIC: ClassVar[str] = "ledger:VersionDeleted"
+        crate: str
+        version: str
+        key: str
+        actor: str
+        reason: str
+        job: UUID
+
+    @event(VersionDeleted)
+    def _deleted(self, crate: str, version: str, key: str, actor: str, reason: str, job: UUID) -> None:
+        self.versions[key] = DELETED
+
+
+class SyncJob(Aggregate):
+    """One crate's change on its way to the index."""
+
+    TOPIC: ClassVar[str] = "ledger:SyncJob"
+
+    class Event(Aggregate.Event):
+        TOPIC: ClassVar[str] = "ledger:SyncJob.Event"
+
+    class IndexSyncEnqueued(Aggregate.Created):
+        """Saved in the same transaction as the change that caused it (the outbox)."""
+
+        TOPIC: ClassVar[str] = "ledger:IndexSyncEnqueued"
+        crate: str
+        versions: list[str]
+        cause: str
+        actor: str
+
+    @event(IndexSyncEnqueued)
+    def __init__(self, crate: str, versions: list[str], cause: str, actor: str) -> None:
+        self.crate = crate
+        self.open = True
+        self.attempts = 0
+
+    class IndexPushAttempted(Event):
+        """A push and what the pusher reported about it: recorded, never trusted."""
+
+        TOPIC: ClassVar[str] = "ledger:IndexPushAttempted"
+        remote: str
+        branch: str
+        commit: str | None
+        parent: str | None
+        reported: str
+        message: str | None
+        worker: str
+        batch: int
+
+    @event(IndexPushAttempted)
+    def attempted(
+        self,
+        remote: str,
+        branch: str,
+        commit: str | None,
+        parent: str | None,
+        reported: str,
+        message: str | None,
+        worker: str,
+        batch: int,
+    ) -> None:
+        self.attempts += 1
+
+    class IndexPushConfirmed(Event):
+        """The remote was read back and holds the crate's file as written."""
+
+        TOPIC: ClassVar[str] = "ledger:IndexPushConfirmed"
+        crate: str
+        commit: str
+        remote_head: str
+        method: str
+        path: str
+        entries: list[list[Any]]
+
+    @event(IndexPushConfirmed)
+    def confirmed(
+        self,
+        crate: str,
+        commit: str,
+        remote_head: str,
+        method: str,
+        path: str,
+        entries: list[list[Any]],
+    ) -> None:
+        pass
+
+    class IndexPushFailed(Event):
+        """Why a push did not count: rejected, no_status, unconfirmed, timeout, unreachable."""
+
+        TOPIC: ClassVar[str] = "ledger:IndexPushFailed"
+        reason: str
+        detail: str | None
+        remote_head: str | None
+        next_retry: float | None
+
+    @event(IndexPushFailed)
+    def failed(
+        self, reason: str, detail: str | None, remote_head: str | None, next_retry: float | None
+    ) -> None:
+        pass
+
+    class IndexSyncCompleted(Event):
+        TOPIC: ClassVar[str] = "ledger:IndexSyncCompleted"
+        commit: str
+
+    @event(IndexSyncCompleted)
+    def completed(self, commit: str) -> None:
+        self.open = False
+
+    class IndexSyncAbandoned(Event):
+        TOPIC: ClassVar[str] = "ledger:IndexSyncAbandoned"
+        reason: str
+
+    @event(IndexSyncAbandoned)
+    def abandoned(self, reason: str) -> None:
+        self.open = False
+
+
+class IndexRemote(Aggregate):
+    """The real index remote, as scans saw it and repairs changed it."""
+
+    TOPIC: ClassVar[str] = "ledger:IndexRemote"
+
+    class Event(Aggregate.Event):
+        TOPIC: ClassVar[str] = "ledger:IndexRemote.Event"
+
+    @staticmethod
+    def create_id(url: str) -> UUID:
+        """The id of a remote: a UUID of its URL without credentials."""
+        return uuid5(REMOTE_NAMESPACE, url)
+
+    class Registered(Aggregate.Created):
+        TOPIC: ClassVar[str] = "ledger:IndexRemoteRegistered"
+        url: str
+
+    @event(Registered)
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    class IndexScanned(Event):
+        """An audit of the real index at one commit.
+
+        ``observed`` maps the collision key of each crate whose real file differed from what
+        the ledger believed the index held to ``[crate, path, entries]``, each entry
+        ``[version, key, yanked, digest]`` (no entries: the file is missing).
+        ``base_position`` is the log position the comparison was made against.
+        """
+
+        TOPIC: ClassVar[str] = "ledger:IndexScanned"
+        branch: str
+        head: str | None
+        base_position: int
+        files: int
+        changed_files: int
+        observed: dict[str, list[Any]]
+        discrepancies: list[dict[str, Any]]
+
+    @event(IndexScanned)
+    def scanned(
+        self,
+        branch: str,
+        head: str | None,
+        base_position: int,
+        files: int,
+        changed_files: int,
+        observed: dict[str, list[Any]],
+        discrepancies: list[dict[str, Any]],
+    ) -> None:
+        self.last_head = head
+
+    class RepairApplied(Event):
+        """A repair commit: what it changed, and whether the remote was read back."""
+
+        TOPIC: ClassVar[str] = "ledger:RepairApplied"
+        branch: str
+        commit: str | None
+        parent: str | None
+        changes: list[dict[str, Any]]
+        reported: str
+        confirmed: bool
+        actor: str
+
+    @event(RepairApplied)
+    def repaired(
+        self,
+        branch: str,
+        commit: str | None,
+        parent: str | None,
+        changes: list[dict[str, Any]],
+        reported: str,
+        confirmed: bool,
+        actor: str,
+    ) -> None:
+        pass

@@ -1,0 +1,18 @@
+"""Structured log lines: one JSON object per step, naming crate, version, actor, job, commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ledger.settings import redact
+
+logger = logging.getLogger("ledger")
+
+
+def log_step(step: str, /, **fields: Any) -> None:
+    """Log one step as a JSON line on the ``ledger`` logger (credentials redacted)."""
+    if logger.isEnabledFor(logging.INFO):
+        payload = {"step": step, **{k: v for k, v in fields.items() if v is not None}}
+        logger.info(redact(json.dumps(payload, default=str, sort_keys=False)))

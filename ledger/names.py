@@ -1,0 +1,68 @@
+"""Crate names: cargo's rules, the collision key, and the registry index layout.
+
+A crate name is 1 to 64 ASCII letters, digits, ``-`` and ``_``, starting with a
+letter. Two names collide when they are equal after lowercasing and folding
+``-`` into ``_``. Each crate's index file lives at a path derived from its
+lowercased name (``1/a``, ``2/ab``, ``3/a/abc``, ``ab/cd/abcdef``).
+"""
+
+from __future__ import annotations
+
+import string
+
+from ledger.errors import InvalidName
+
+MAX_NAME_LENGTH = 64
+
+_LETTERS = frozenset(string.ascii_letters)
+_ALLOWED = frozenset(string.ascii_letters + string.digits + "-_")
+
+
+def _problem(name: str) -> str | None:
+    """What is wrong with ``name``, or None when it is a valid crate name."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it is {len(name)} characters long, more than {MAX_NAME_LENGTH}"
+    if not name.isascii():
+        bad = next(c for c in name if not c.isascii())
+        return f"it contains the non-ASCII character {bad!r}"
+    if name[0] not in _LETTERS:
+        return f"it must start with an ASCII letter, not {name[0]!r}"
+    bad_chars = [c for c in name if c not in _ALLOWED]
+    if bad_chars:
+        return (
+            f"it contains the character {bad_chars[0]!r}; only ASCII letters, digits, '-' and '_' are allowed"
+        )
+    return None
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` unchanged, or raise InvalidName saying what is wrong with it."""
+    problem = _problem(name)
+    if problem is not None:
+        raise InvalidName(f"invalid crate name {name!r}: {problem}", name=name)
+    return name
+
+
+def collision_key(name: str) -> str:
+    """The form two names are compared in: lowercase, with ``-`` folded into ``_``."""
+    return name.lower().replace("-", "_")
+
+
+def index_path(name: str) -> str:
+    """The path of the crate's file in a cargo registry index, for a valid name."""
+    lower = validate_name(name).lower()
+    if len(lower) <= 2:
+        return f"{len(lower)}/{lower}"
+    if len(lower) == 3:
+        return f"3/{lower[0]}/{lower}"
+    return f"{lower[:2]}/{lower[2:4]}/{lower}"
+
+
+def crate_from_path(path: str) -> str | None:
+    """The crate name a well-formed index file path belongs to, or None for any other path."""
+    name = path.rpartition("/")[2]
+    if _problem(name) is not None or index_path(name) != path:
+        return None
+    return name

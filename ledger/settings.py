@@ -1,0 +1,124 @@
+"""Settings: which store, which index remote, which branch; read from options and environment.
+
+A store URL is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+``postgresql://user:password@host:port/dbname?schema=name``. Credentials in either URL are kept
+for connecting and never shown: :func:`redact` is what every message, log line and event uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ledger.errors import Invalid
+
+DEFAULT_STORE = "sqlite:///ledger.db"
+DEFAULT_BRANCH = "master"
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/?#\s]*)@")
+
+
+def redact(text: str) -> str:
+    """Text with every ``user:password@`` in a URL replaced by ``***@``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store URL."""
+
+    kind: Literal["sqlite", "postgresql"]
+    raw: str = field(repr=False)
+    path: Path | None = None
+    host: str = ""
+    port: int = 5432
+    dbname: str = ""
+    user: str = ""
+    password: str = field(default="", repr=False)
+    schema: str = ""
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.raw)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    @classmethod
+    def parse(cls, url: str) -> StoreURL:
+        """Parse a store URL, or raise Invalid naming what is wrong (never the password)."""
+        shown = redact(url)
+        if url.startswith("sqlite:///"):
+            raw_path = url[len("sqlite:///") :]
+            if not raw_path or raw_path.endswith("/"):
+                msg = f"store URL {shown!r} names no SQLite file"
+                raise Invalid(msg, store=shown)
+            return cls(kind="sqlite", raw=url, path=Path(unquote(raw_path)))
+        if url.startswith(("postgresql://", "postgres://")):
+            return cls._parse_postgres(url, shown)
+        msg = (
+            f"store URL {shown!r} is not understood: use sqlite:///path/to/file.db "
+            "or postgresql://user@host:port/dbname"
+        )
+        raise Invalid(msg, store=shown)
+
+    @classmethod
+    def _parse_postgres(cls, url: str, shown: str) -> StoreURL:
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 5432
+        except ValueError as exc:
+            msg = f"store URL {shown!r} is malformed: {redact(str(exc))}"
+            raise Invalid(msg, store=shown) from None
+        dbname = unquote(parts.path.lstrip("/"))
+        if not parts.hostname or not dbname:
+            msg = f"store URL {shown!r} needs a host and a database name"
+            raise Invalid(msg, store=shown)
+        query = parse_qs(parts.query)
+        schema = query.get("schema", [""])[0]
+        if schema and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            msg = f"store URL {shown!r}: schema {schema!r} must be a lowercase SQL identifier"
+            raise Invalid(msg, store=shown)
+        return cls(
+            kind="postgresql",
+            raw=url,
+            host=parts.hostname,
+            port=port,
+            dbname=dbname,
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            schema=schema,
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the composition root needs to open a ledger."""
+
+    store: str = DEFAULT_STORE
+    remote: str | None = None
+    branch: str = DEFAULT_BRANCH
+    index_dir: Path | None = None
+    connect_timeout_ms: int = 5000
+    timeout_ms: int = 15000
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from LEDGER_STORE, LEDGER_REMOTE, LEDGER_BRANCH, LEDGER_INDEX_DIR; options win."""
+        values: dict[str, object] = {
+            "store": os.environ.get("LEDGER_STORE") or DEFAULT_STORE,
+            "remote": os.environ.get("LEDGER_REMOTE") or None,
+            "branch": os.environ.get("LEDGER_BRANCH") or DEFAULT_BRANCH,
+        }
+        if os.environ.get("LEDGER_INDEX_DIR"):
+            values["index_dir"] = Path(os.environ["LEDGER_INDEX_DIR"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def store_url(self) -> StoreURL:
+        return StoreURL.parse(self.store)

@@ -1,0 +1,69 @@
+"""Direct reads of the event table, for what the library's recorders do not offer.
+
+Positions with aggregates' events (history), and the hash chain walk (verify). The table and
+column names differ by store; everything else is the same SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+
+from ledger.ports import Database
+from ledger.stores.chain import ChainReport, canonical, verify_chain
+
+EVENTS_TABLE = {"sqlite": "stored_events", "postgresql": "publicationledger_events"}
+CHAIN_TABLE = {"sqlite": "event_chain", "postgresql": "publicationledger_events_chain"}
+POSITION = {"sqlite": "rowid", "postgresql": "notification_id"}
+
+
+def _id(db: Database, value: UUID) -> str | UUID:
+    return value.hex if db.dialect == "sqlite" else value
+
+
+def _uuid(value: str | UUID) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def notifications_of(db: Database, ids: Sequence[UUID]) -> list[Notification]:
+    """Every stored event of these aggregates, with its log position, in log order."""
+    if not ids:
+        return []
+    table, pos = EVENTS_TABLE[db.dialect], POSITION[db.dialect]
+    marks = ", ".join("?" * len(ids))
+    rows = db.query(
+        f"SELECT {pos}, originator_id, originator_version, topic, state FROM {table} "
+        f"WHERE originator_id IN ({marks}) ORDER BY {pos}",
+        [_id(db, i) for i in ids],
+    )
+    return [
+        Notification(
+            id=r[0], originator_id=_uuid(r[1]), originator_version=r[2], topic=r[3], state=bytes(r[4])
+        )
+        for r in rows
+    ]
+
+
+def walk_chain(db: Database) -> ChainReport:
+    """Recompute the hash chain over every stored event and compare it with the recorded links."""
+    table, chain, pos = EVENTS_TABLE[db.dialect], CHAIN_TABLE[db.dialect], POSITION[db.dialect]
+    rows = db.stream(
+        f"SELECT e.{pos}, e.originator_id, e.originator_version, e.topic, e.state, c.position, c.link "
+        f"FROM {table} e FULL OUTER JOIN {chain} c ON c.position = e.{pos} "
+        f"ORDER BY COALESCE(e.{pos}, c.position)"
+    )
+    return verify_chain(_joined(rows))
+
+
+def _joined(
+    rows: Iterator[tuple[Any, ...]],
+) -> Iterator[tuple[int | None, bytes | None, int | None, str | None]]:
+    for pos, oid, version, topic, state, link_pos, link in rows:
+        if pos is None:
+            yield None, None, int(link_pos), str(link)
+            continue
+        payload = canonical(int(pos), _uuid(oid), int(version), str(topic), bytes(state))
+        yield int(pos), payload, (None if link_pos is None else int(link_pos)), link

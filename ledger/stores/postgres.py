@@ -1,0 +1,133 @@
+"""PostgreSQL: the chained application recorder and a plain connection for views and leases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from ledger.errors import StoreUnavailable
+from ledger.settings import StoreURL, redact
+from ledger.stores.chain import GENESIS, canonical, next_link
+
+
+class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    """Records events and, under the same table lock and transaction, their chain links."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.chain_table_name = f"{events_table_name}_chain"
+        chain = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
+        self.sql_create_statements.append(
+            SQL("CREATE TABLE IF NOT EXISTS {}.{} (position bigint PRIMARY KEY, link text NOT NULL)").format(
+                *chain
+            )
+        )
+        self._select_last_link = SQL("SELECT link FROM {}.{} ORDER BY position DESC LIMIT 1").format(*chain)
+        self._insert_link = SQL("INSERT INTO {}.{} (position, link) VALUES (%s, %s)").format(*chain)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # Runs inside the insert's transaction, after LOCK TABLE ... IN EXCLUSIVE MODE.
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if not ids:
+            return ids
+        curs.execute(self._select_last_link)
+        row = curs.fetchone()
+        link = row["link"] if row else GENESIS
+        links = []
+        for position, s in zip(ids, stored_events, strict=True):
+            payload = canonical(position, s.originator_id, s.originator_version, s.topic, s.state)
+            link = next_link(link, payload)
+            links.append((position, link))
+        curs.executemany(self._insert_link, links)
+        return ids
+
+
+def conninfo(url: StoreURL) -> str:
+    return psycopg.conninfo.make_conninfo(
+        host=url.host,
+        port=url.port,
+        dbname=url.dbname,
+        user=url.user or None,
+        password=url.password or None,
+        connect_timeout=5,
+        application_name="ledger",
+    )
+
+
+class PostgresDatabase:
+    """A plain connection to the ledger's PostgreSQL store, for views, leases and audits."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        try:
+            self._conn = psycopg.connect(conninfo(url), autocommit=True)
+            if url.schema:
+                self._conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
+                self._conn.execute(SQL("SET search_path TO {}").format(Identifier(url.schema)))
+        except psycopg.Error as exc:
+            msg = f"cannot reach the PostgreSQL store {url.redacted}: {redact(str(exc)).strip()}"
+            raise StoreUnavailable(msg) from exc
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Cursor]:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield _Cursor(cur)
+        except psycopg.OperationalError as exc:
+            msg = f"the PostgreSQL store {self.url.redacted} failed: {redact(str(exc)).strip()}"
+            raise StoreUnavailable(msg) from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(self._sql(sql), params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError as exc:
+            msg = f"the PostgreSQL store {self.url.redacted} failed: {redact(str(exc)).strip()}"
+            raise StoreUnavailable(msg) from exc
+
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10000) -> Iterator[tuple[Any, ...]]:
+        with self._conn.transaction(), self._conn.cursor(name=f"ledger_{uuid4().hex}") as cur:
+            cur.itersize = size
+            cur.execute(self._sql(sql), params)
+            yield from cur
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Cursor:
+    """A psycopg cursor that takes the same ``?`` placeholders as sqlite3."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        self._cur.execute(PostgresDatabase._sql(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(PostgresDatabase._sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()

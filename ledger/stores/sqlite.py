@@ -1,0 +1,98 @@
+"""SQLite: the chained application recorder and a plain connection for views and leases."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from ledger.errors import StoreUnavailable
+from ledger.stores.chain import GENESIS, canonical, next_link
+
+CHAIN_TABLE = "event_chain"
+BUSY_TIMEOUT_S = 30.0
+
+
+class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    """Records events and, in the same transaction, the hash chain link of each."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} (position INTEGER PRIMARY KEY, link TEXT NOT NULL)",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # The INSERTs take the write lock first, so the last link read below cannot move.
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if not ids:
+            return ids
+        c.execute(f"SELECT link FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
+        row = c.fetchone()
+        link = row[0] if row else GENESIS
+        links = []
+        for position, s in zip(ids, stored_events, strict=True):
+            assert position is not None
+            payload = canonical(position, s.originator_id, s.originator_version, s.topic, s.state)
+            link = next_link(link, payload)
+            links.append((position, link))
+        c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
+        return ids
+
+
+class SQLiteDatabase:
+    """A plain connection to the ledger's SQLite file, for views, leases and audits."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path | None) -> None:
+        """Open the file at ``path``, or a private in-memory database for ``None``."""
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(
+                str(path) if path is not None else ":memory:",
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            msg = f"cannot open the SQLite store {str(path)!r}: {exc}"
+            raise StoreUnavailable(msg) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taken at once so concurrent writers queue instead of failing."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
+        finally:
+            cur.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10000) -> Iterator[tuple[Any, ...]]:
+        cur = self._conn.execute(sql, params)
+        try:
+            while rows := cur.fetchmany(size):
+                yield from rows
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._conn.close()

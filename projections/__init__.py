@@ -1,0 +1,1 @@
+"""Views rebuilt from the ledger's events: database, index, queue and consistency."""

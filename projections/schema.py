@@ -1,0 +1,132 @@
+"""The views' tables, and the consistency view over them, for SQLite and PostgreSQL.
+
+Times are seconds since the epoch (UTC) as floating point numbers on both stores, so the same
+SQL compares them. The consistency view classifies every (crate, version) that is out of sync:
+
+pending           the registry has it, the index lacks or differs, an open job is younger than
+                  the grace period and not failing: on its way, no alarm
+stuck             the same with an open job older than the grace period, or failing
+lost              the registry has it, the index lacks it, no open job
+phantom           the index has it, the registry does not (or deleted it), no open job
+yank_mismatch     both have it, the yanked flags differ, no open job
+content_mismatch  both have it, the lines differ (beyond ``yanked``), no open job
+"""
+
+from __future__ import annotations
+
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS view_versions (
+        crate_key TEXT NOT NULL, vers_key TEXT NOT NULL, crate TEXT NOT NULL, version TEXT NOT NULL,
+        state TEXT NOT NULL, cksum TEXT NOT NULL, line TEXT NOT NULL, digest TEXT NOT NULL,
+        seq BIGINT NOT NULL, published_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, updated_pos BIGINT NOT NULL, job TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        PRIMARY KEY (crate_key, vers_key))""",
+    """CREATE TABLE IF NOT EXISTS view_index (
+        crate_key TEXT NOT NULL, vers_key TEXT NOT NULL, crate TEXT NOT NULL, version TEXT NOT NULL,
+        yanked INTEGER NOT NULL, digest TEXT NOT NULL, commit_id TEXT, source TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, updated_pos BIGINT NOT NULL,
+        PRIMARY KEY (crate_key, vers_key))""",
+    """CREATE TABLE IF NOT EXISTS view_index_files (
+        crate_key TEXT PRIMARY KEY, crate TEXT NOT NULL, path TEXT NOT NULL, commit_id TEXT,
+        source TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL, updated_pos BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS view_jobs (
+        job TEXT PRIMARY KEY, crate_key TEXT NOT NULL, crate TEXT NOT NULL, versions TEXT NOT NULL,
+        cause TEXT NOT NULL, actor TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+        failures INTEGER NOT NULL, enqueued_at DOUBLE PRECISION NOT NULL,
+        enqueued_pos BIGINT NOT NULL, last_error TEXT, last_reported TEXT,
+        next_retry DOUBLE PRECISION, commit_id TEXT, updated_at DOUBLE PRECISION NOT NULL,
+        updated_pos BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS view_scans (
+        position BIGINT PRIMARY KEY, remote TEXT NOT NULL, branch TEXT NOT NULL, head TEXT,
+        base_position BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, files INTEGER NOT NULL,
+        changed_files INTEGER NOT NULL, discrepancies INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS view_tracking (
+        name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS view_jobs_open ON view_jobs (state, crate_key)",
+    "CREATE INDEX IF NOT EXISTS view_jobs_crate ON view_jobs (crate_key, enqueued_pos)",
+]
+
+VIEW_TABLES = [
+    "view_versions",
+    "view_index",
+    "view_index_files",
+    "view_jobs",
+    "view_scans",
+    "view_tracking",
+]
+
+# The body shared by the SQL view (now, 15 minutes) and the audit query (any now, any grace).
+_CONSISTENCY_BODY = """
+open_jobs AS (
+    SELECT crate_key, MIN(enqueued_at) AS since,
+           MAX(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END) AS failing
+    FROM view_jobs WHERE state = 'open' GROUP BY crate_key
+),
+pairs AS (
+    SELECT v.crate_key, v.vers_key, v.crate, v.version, v.state AS db_state,
+           v.digest AS db_digest, v.updated_at AS db_at,
+           i.yanked AS ix_yanked, i.digest AS ix_digest, i.updated_at AS ix_at,
+           CASE WHEN i.crate_key IS NULL THEN 0 ELSE 1 END AS in_index
+    FROM view_versions v
+    LEFT JOIN view_index i ON i.crate_key = v.crate_key AND i.vers_key = v.vers_key
+    UNION ALL
+    SELECT i.crate_key, i.vers_key, i.crate, i.version, NULL, NULL, NULL,
+           i.yanked, i.digest, i.updated_at, 1
+    FROM view_index i
+    LEFT JOIN view_versions v ON v.crate_key = i.crate_key AND v.vers_key = i.vers_key
+    WHERE v.crate_key IS NULL
+),
+diffs AS (
+    SELECT p.*, CASE
+        WHEN p.db_state IS NOT NULL AND p.db_state <> 'deleted' AND p.in_index = 0 THEN 'lost'
+        WHEN (p.db_state IS NULL OR p.db_state = 'deleted') AND p.in_index = 1 THEN 'phantom'
+        WHEN p.db_state IS NULL OR p.db_state = 'deleted' THEN NULL
+        WHEN (CASE WHEN p.db_state = 'yanked' THEN 1 ELSE 0 END) <> p.ix_yanked
+            THEN 'yank_mismatch'
+        WHEN p.db_digest <> p.ix_digest THEN 'content_mismatch'
+    END AS diff
+    FROM pairs p
+)
+SELECT d.crate, d.version,
+    CASE
+        WHEN o.crate_key IS NULL THEN d.diff
+        WHEN o.failing = 1 OR params.now - o.since > params.grace THEN 'stuck'
+        ELSE 'pending'
+    END AS class,
+    CASE WHEN o.crate_key IS NULL THEN {greatest}(COALESCE(d.db_at, 0), COALESCE(d.ix_at, 0))
+         ELSE o.since END AS since,
+    COALESCE(
+        (SELECT j.job FROM view_jobs j WHERE j.crate_key = d.crate_key AND j.state = 'open'
+         ORDER BY j.enqueued_pos LIMIT 1),
+        (SELECT j.job FROM view_jobs j WHERE j.crate_key = d.crate_key
+         ORDER BY j.enqueued_pos DESC LIMIT 1)
+    ) AS job,
+    d.diff AS difference, d.crate_key, d.vers_key
+FROM diffs d
+CROSS JOIN params
+LEFT JOIN open_jobs o ON o.crate_key = d.crate_key
+WHERE d.diff IS NOT NULL
+"""
+
+_NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "extract(epoch from now())::double precision",
+}
+_GREATEST = {"sqlite": "max", "postgresql": "greatest"}
+DEFAULT_GRACE_S = 900.0
+
+
+def consistency_query(dialect: str) -> str:
+    """The audit's query: parameters are ``now`` and ``grace`` (seconds)."""
+    params = "params AS (SELECT CAST(? AS DOUBLE PRECISION) AS now, CAST(? AS DOUBLE PRECISION) AS grace),"
+    return "WITH " + params + _CONSISTENCY_BODY.format(greatest=_GREATEST[dialect])
+
+
+def consistency_view(dialect: str) -> str:
+    """``CREATE VIEW consistency``: the same classes, now, with the default grace of 15 minutes."""
+    params = f"params AS (SELECT {_NOW[dialect]} AS now, {DEFAULT_GRACE_S} AS grace),"
+    body = "WITH " + params + _CONSISTENCY_BODY.format(greatest=_GREATEST[dialect])
+    if dialect == "postgresql":
+        return "CREATE OR REPLACE VIEW consistency AS " + body
+    return "CREATE VIEW IF NOT EXISTS consistency AS " + body
