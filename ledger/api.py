@@ -7,10 +7,10 @@ index. Built by :func:`ledger.bootstrap.open_ledger`; nothing here connects to a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ledger.application import BulkResult, PublicationLedger, Receipt
@@ -28,6 +28,10 @@ from projections.consistency import AuditReport, audit
 from projections.runner import ViewRunner
 from projections.schema import DEFAULT_GRACE_S
 
+if TYPE_CHECKING:
+    from ledger.git_index import GitIndex
+    from ledger.worker import PassResult, WorkerOptions
+
 
 @dataclass(frozen=True)
 class AsOf:
@@ -40,15 +44,44 @@ class AsOf:
 class Ledger:
     """The publication ledger: record changes, follow them to the index, explain every state."""
 
-    def __init__(self, settings: Settings, app: PublicationLedger, db: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app: PublicationLedger,
+        db: Database,
+        *,
+        index_factory: Callable[[], GitIndex] | None = None,
+    ) -> None:
         self.settings = settings
         self.app = app
         self.db = db
         self.views = ViewRunner(app, db)
+        self._index_factory = index_factory
+        self._index: GitIndex | None = None
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
         self.app.close()
         self.db.close()
+
+    def index(self) -> GitIndex:
+        """The local clone of the index remote (opened on first use)."""
+        if self._index is None:
+            if self._index_factory is None:
+                msg = "this ledger has no index remote configured"
+                raise Invalid(msg, field="remote")
+            self._index = self._index_factory()
+        return self._index
+
+    # -- the index sync worker --------------------------------------------------------------
+
+    def sync(self, options: WorkerOptions | None = None, *, wait_for_lock: float = 0.0) -> PassResult:
+        """One pass of the index sync worker over every open job (backoff ignored)."""
+        from ledger.worker import SyncWorker
+
+        worker = SyncWorker(self, self.index(), options=options)
+        return worker.run_once(ignore_backoff=True, wait_for_lock=wait_for_lock)
 
     # -- the publisher ----------------------------------------------------------------------
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.api import Ledger
 from ledger.application import PublicationLedger
-from ledger.errors import LedgerError, StoreUnavailable
+from ledger.errors import Invalid, LedgerError, StoreUnavailable
 from ledger.ports import Database
-from ledger.settings import Settings, StoreURL, redact
+from ledger.settings import Settings, StoreURL, check_remote_url, redact
+
+if TYPE_CHECKING:
+    from ledger.git_index import GitIndex
 
 
 def event_store_env(url: StoreURL) -> dict[str, str]:
@@ -53,6 +58,33 @@ def connect(url: StoreURL) -> Database:
     return PostgresDatabase(url)
 
 
+def index_dir(settings: Settings) -> Path:
+    """Where the bare local clone of the index lives: beside a SQLite store, or as configured."""
+    if settings.index_dir is not None:
+        return settings.index_dir
+    url = settings.store_url
+    if url.kind == "sqlite" and url.path is not None:
+        return url.path.with_name(url.path.name + ".index.git")
+    return Path("ledger-index.git")
+
+
+def open_index(settings: Settings) -> GitIndex:
+    """The local clone of the index remote named by the settings."""
+    if not settings.remote:
+        msg = "no index remote: give --remote URL or set LEDGER_REMOTE"
+        raise Invalid(msg, field="remote")
+    check_remote_url(settings.remote)
+    from ledger.git_index import GitIndex
+
+    return GitIndex.open(
+        index_dir(settings),
+        settings.remote,
+        branch=settings.branch,
+        connect_timeout_ms=settings.connect_timeout_ms,
+        timeout_ms=settings.timeout_ms,
+    )
+
+
 def build_ledger(settings: Settings) -> Ledger:
     """Open the store named by the settings and build a Ledger on it (the caller closes it)."""
     url = settings.store_url
@@ -71,7 +103,7 @@ def build_ledger(settings: Settings) -> Ledger:
         db.close()
         msg = f"cannot open the event store {url.redacted}: {redact(str(exc)).strip()}"
         raise StoreUnavailable(msg, store=url.redacted) from exc
-    ledger = Ledger(settings, app, db)
+    ledger = Ledger(settings, app, db, index_factory=lambda: open_index(settings))
     try:
         ledger.views.create_tables()
     except Exception:

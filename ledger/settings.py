@@ -95,6 +95,26 @@ class StoreURL:
         )
 
 
+_REMOTE_SCHEMES = ("file://", "git://", "http://", "https://", "ssh://")
+
+
+def check_remote_url(url: str) -> str:
+    """Accept a path or a file://, git://, http(s):// or ssh:// URL; Invalid names anything else."""
+    shown = redact(url)
+    if "://" in url:
+        if not url.startswith(_REMOTE_SCHEMES):
+            msg = f"remote URL {shown!r} is not understood: use a path, file://, git://, http(s)://"
+            raise Invalid(msg, remote=shown)
+        rest = url.split("://", 1)[1]
+        if not rest or (not url.startswith("file://") and not urlsplit(url).hostname):
+            msg = f"remote URL {shown!r} names no host"
+            raise Invalid(msg, remote=shown)
+    elif not url.strip():
+        msg = "the remote is empty"
+        raise Invalid(msg, remote=shown)
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the composition root needs to open a ledger."""

@@ -1,0 +1,602 @@
+"""The git edge of the ledger: the cargo index as commits in a bare local clone.
+
+A :class:`GitIndex` writes commits into a bare local clone (never a work tree),
+pushes them to one branch of a remote, and proves a push by reading the remote
+back on a new connection. What the pusher says (:class:`PushReport`) is recorded
+but never trusted: a server may reject a ref without saying so, send no status at
+all, or accept a ref that a hook rolls back later. Only :class:`ReadBack`, built
+from the remote's advertised head and the blobs under it, confirms a push.
+
+Every network operation uses a fresh anonymous remote, so each one is a new
+connection, and every message that names the remote has its credentials removed.
+Network failures on reads become :class:`~ledger.errors.RemoteUnavailable`.
+
+A ``GitIndex`` holds one ``pygit2.Repository`` and is not thread-safe: use one
+per thread. The libgit2 network timeouts it sets are process-global.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, TypeAlias
+
+import pygit2
+from pygit2.enums import FileMode, Option, RepositoryOpenFlag
+
+from ledger.errors import InfrastructureError, RemoteUnavailable
+
+__all__ = [
+    "PENDING_REF",
+    "READBACK_REF",
+    "ErrorKind",
+    "GitIndex",
+    "PushReport",
+    "PushStatus",
+    "ReadBack",
+    "classify_error",
+    "strip_credentials",
+]
+
+PushStatus = Literal["ok", "rejected", "error", "no_status"]
+ErrorKind = Literal["timeout", "unreachable", "other"]
+
+PENDING_REF = "refs/ledger/pending"
+"""Points at the newest commit written locally, keeping it reachable until it is pushed."""
+
+READBACK_REF = "refs/ledger/readback"
+"""Points at the remote head fetched by the latest :meth:`GitIndex.read_back`."""
+
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s]*@")
+_UNREACHABLE_MARKERS = (
+    "connection refused",
+    "failed to connect",
+    "could not resolve",
+    "failed to resolve",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "no route to host",
+    "network is unreachable",
+    "host is unreachable",
+)
+# libgit2 refuses a non-fast-forward update itself, before anything is sent, for
+# every transport; the server never gets to say so per ref.
+_NON_FAST_FORWARD_MARKERS = (
+    "cannot push non-fastforwardable reference",
+    "contains commits that are not present locally",
+)
+_NETWORK_ERRORS = (pygit2.GitError, OSError)
+
+# Pack files written by ``build_commit``: object type numbers and the tree modes.
+_OBJ_TREE = 2
+_OBJ_BLOB = 3
+_OBJ_NAMES = {_OBJ_TREE: b"tree", _OBJ_BLOB: b"blob"}
+_MODE_TREE = b"40000"
+_MODE_BLOB = b"100644"
+_PACK_FLUSH_BYTES = 1 << 20
+
+_Node: TypeAlias = "dict[str, _Node | bytes]"
+"""A directory being built: name -> subdirectory, or the binary id of a file's blob."""
+
+_Change: TypeAlias = "dict[str, _Change | bytes | None]"
+"""Changes below one directory: name -> nested changes, new bytes, or None (delete)."""
+
+
+def strip_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` part removed from every URL in it."""
+    return _USERINFO.sub(r"\g<scheme>", text)
+
+
+def classify_error(message: str) -> ErrorKind:
+    """Which kind of failure libgit2's error text describes."""
+    text = message.lower()
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if any(marker in text for marker in _UNREACHABLE_MARKERS):
+        return "unreachable"
+    return "other"
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """What the pusher said about one push; recorded, never trusted."""
+
+    status: PushStatus
+    message: str | None
+    """The server's rejection text (or libgit2's own refusal), or the error text."""
+    error_kind: ErrorKind | None = None
+    """For status ``"error"``: what the error text describes."""
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """Evidence about a pushed commit, read from the remote on a new connection."""
+
+    remote_head: str | None
+    contains_commit: bool
+    """The pushed commit is the remote head or one of its ancestors."""
+    mismatched: tuple[str, ...]
+    """Paths whose blob at the remote head differs from what was expected."""
+    method: str
+
+    @property
+    def confirmed(self) -> bool:
+        """The remote holds the commit and every expected blob."""
+        return self.contains_commit and not self.mismatched
+
+
+class _PushCallbacks(pygit2.RemoteCallbacks):
+    """Records every per-reference status the server sends during a push."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[tuple[str, str | None]] = []
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        self.statuses.append((refname, message))
+
+
+class GitIndex:
+    """A bare local clone of the index and the one remote branch it is pushed to."""
+
+    def __init__(
+        self,
+        repo: pygit2.Repository,
+        remote_url: str,
+        *,
+        branch: str,
+        author: tuple[str, str],
+    ) -> None:
+        self._repo = repo
+        self._url = remote_url
+        self._branch = branch
+        self._branch_ref = _branch_ref(branch)
+        self._tracking_ref = f"refs/remotes/origin/{branch}"
+        self._author = author
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        remote_url: str,
+        *,
+        branch: str = "master",
+        connect_timeout_ms: int = 5000,
+        timeout_ms: int = 15000,
+        author: tuple[str, str] = ("ledger", "ledger@localhost"),
+    ) -> GitIndex:
+        """Open the bare clone at ``path``, creating it when missing, and set the timeouts."""
+        _branch_ref(branch)
+        if connect_timeout_ms <= 0 or timeout_ms <= 0:
+            raise ValueError("network timeouts must be positive")
+        pygit2.option(Option.SET_SERVER_CONNECT_TIMEOUT, connect_timeout_ms)
+        pygit2.option(Option.SET_SERVER_TIMEOUT, timeout_ms)
+        path = Path(path)
+        try:
+            if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+                repo = pygit2.init_repository(path, bare=True)
+            else:
+                repo = pygit2.Repository(path, RepositoryOpenFlag.NO_SEARCH)
+        except (pygit2.GitError, OSError) as exc:
+            raise InfrastructureError(
+                f"cannot open the index clone at {path}: {exc}", path=str(path)
+            ) from exc
+        if not repo.is_bare:
+            repo.free()
+            raise InfrastructureError(f"the index clone at {path} is not a bare repository", path=str(path))
+        return cls(repo, remote_url, branch=branch, author=author)
+
+    @property
+    def path(self) -> Path:
+        """The bare local clone."""
+        return Path(self._repo.path)
+
+    @property
+    def remote_url(self) -> str:
+        """The remote's URL with any credentials removed."""
+        return strip_credentials(self._url)
+
+    @property
+    def branch(self) -> str:
+        """The remote branch the index is pushed to."""
+        return self._branch
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the repository; the instance cannot be used afterwards."""
+        self._repo.free()
+
+    # -- remote -----------------------------------------------------------------
+
+    def remote_head(self) -> str | None:
+        """The branch's commit as the remote advertises it now, None if it has no such branch."""
+        remote = self._new_remote()
+        try:
+            heads = remote.list_heads()
+        except _NETWORK_ERRORS as exc:
+            raise self._unavailable("list the heads of", exc) from exc
+        return self._advertised_head(heads)
+
+    def fetch(self) -> str | None:
+        """Fetch the branch into ``refs/remotes/origin/<branch>``; its commit, None if absent."""
+        return self._fetch_into(self._tracking_ref)
+
+    def push(self, commit: str) -> PushReport:
+        """Push ``commit`` to the branch (never forced) and report what the pusher said.
+
+        ``"rejected"`` covers a per-ref rejection from the server and libgit2's own refusal
+        of a non-fast-forward, which it makes before sending anything, for every transport.
+        ``"error"`` means the outcome is unknown: the pack may have been sent. Only
+        :meth:`read_back` tells what the remote holds.
+        """
+        self._commit(commit)
+        callbacks = _PushCallbacks()
+        remote = self._new_remote()
+        try:
+            remote.push([f"{commit}:{self._branch_ref}"], callbacks=callbacks)
+        except _NETWORK_ERRORS as exc:
+            text = strip_credentials(str(exc))
+            if any(marker in text for marker in _NON_FAST_FORWARD_MARKERS):
+                return PushReport("rejected", text)
+            return PushReport("error", text, classify_error(text))
+        mine = [message for refname, message in callbacks.statuses if refname == self._branch_ref]
+        if not mine:
+            return PushReport("no_status", None)
+        rejections = [message for message in mine if message is not None]
+        if rejections:
+            return PushReport("rejected", strip_credentials("; ".join(rejections)))
+        return PushReport("ok", None)
+
+    def read_back(self, commit: str, expected: Mapping[str, bytes | None]) -> ReadBack:
+        """Read the remote on a new connection: does its head hold ``commit`` and ``expected``?
+
+        ``expected`` maps paths to their content at the remote head; None means absent.
+        """
+        head = self._fetch_into(READBACK_REF)
+        if head is None:
+            contains = False
+            mismatched = tuple(sorted(path for path, data in expected.items() if data is not None))
+        else:
+            contains = head == commit or (
+                _COMMIT_ID.fullmatch(commit) is not None
+                and commit in self._repo
+                and self._repo.descendant_of(head, commit)
+            )
+            mismatched = tuple(
+                path for path in sorted(expected) if self.read_blob(head, path) != expected[path]
+            )
+        return ReadBack(
+            remote_head=head,
+            contains_commit=contains,
+            mismatched=mismatched,
+            method=f"ls-remote+fetch: head, ancestry, {len(expected)} blobs",
+        )
+
+    def _new_remote(self) -> pygit2.Remote:
+        return self._repo.remotes.create_anonymous(self._url)
+
+    def _unavailable(self, action: str, exc: BaseException) -> RemoteUnavailable:
+        url = self.remote_url
+        return RemoteUnavailable(f"cannot {action} {url}: {strip_credentials(str(exc))}", remote=url)
+
+    def _advertised_head(self, heads: Iterable[pygit2.remotes.RemoteHead]) -> str | None:
+        for head in heads:
+            if head.name == self._branch_ref:
+                return str(head.oid)
+        return None
+
+    def _fetch_into(self, local_ref: str) -> str | None:
+        """Fetch the branch into ``local_ref`` over one new connection; the advertised head."""
+        remote = self._new_remote()
+        try:
+            remote.fetch([f"+{self._branch_ref}:{local_ref}"])
+            # The advertisement of the connection the fetch just used.
+            head = self._advertised_head(remote.list_heads(connect=False))
+        except _NETWORK_ERRORS as exc:
+            raise self._unavailable("fetch from", exc) from exc
+        if head is None:
+            if local_ref in self._repo.references:
+                self._repo.references.delete(local_ref)
+            return None
+        if head not in self._repo:
+            raise RemoteUnavailable(
+                f"{self.remote_url} advertised {self._branch} at {head} but did not send it",
+                remote=self.remote_url,
+            )
+        self._repo.references.create(local_ref, head, force=True)
+        return head
+
+    # -- local objects ------------------------------------------------------------
+
+    def read_blob(self, commit: str | None, path: str) -> bytes | None:
+        """The content of ``path`` in ``commit``; None when commit is None or the path is absent."""
+        _split_path(path)
+        if commit is None:
+            return None
+        try:
+            entry = self._commit(commit).tree[path]
+        except KeyError:
+            return None
+        return entry.data if isinstance(entry, pygit2.Blob) else None
+
+    def commit(
+        self,
+        parent: str | None,
+        changes: Mapping[str, bytes | None],
+        message: str,
+        *,
+        when: datetime | None = None,
+    ) -> str | None:
+        """A new commit on ``parent`` with ``changes`` applied; None if the tree is unchanged.
+
+        Each path is set to its bytes, or deleted when they are None; directories left
+        empty disappear. Only the trees along the changed paths are rewritten. No branch
+        moves: ``refs/ledger/pending`` is set to the new commit to keep it reachable.
+        """
+        base = self._commit(parent).tree if parent is not None else None
+        root: _Change = {}
+        for path, data in changes.items():
+            node = root
+            *dirs, name = _split_path(path)
+            for part in dirs:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ValueError(f"{path!r} lies below the changed file {part!r}")
+                node = child
+            if isinstance(node.get(name), dict):
+                raise ValueError(f"{path!r} is changed both as a file and as a directory")
+            node[name] = data
+        tree_id = self._apply(base, root)
+        if tree_id is None:
+            if base is None or len(base) == 0:
+                return None
+            tree_id = self._repo.TreeBuilder().write()
+        elif base is not None and tree_id == base.id:
+            return None
+        return self._write_commit(tree_id, message, [] if parent is None else [parent], when)
+
+    def _apply(self, tree: pygit2.Tree | None, changes: _Change) -> pygit2.Oid | None:
+        """Write ``tree`` with ``changes`` applied; None when the result is empty."""
+        builder = self._repo.TreeBuilder(tree) if tree is not None else self._repo.TreeBuilder()
+        for name, change in changes.items():
+            existing = tree[name] if tree is not None and name in tree else None
+            if isinstance(change, dict):
+                subtree = existing if isinstance(existing, pygit2.Tree) else None
+                new_id = self._apply(subtree, change)
+                if new_id is not None:
+                    builder.insert(name, new_id, FileMode.TREE)
+                elif subtree is not None:
+                    builder.remove(name)
+            elif change is not None:
+                builder.insert(name, self._repo.create_blob(change), FileMode.BLOB)
+            elif existing is not None:
+                builder.remove(name)
+        if len(builder) == 0:
+            return None
+        return builder.write()
+
+    def _write_commit(
+        self,
+        tree_id: pygit2.Oid,
+        message: str,
+        parents: list[str],
+        when: datetime | None,
+    ) -> str:
+        moment = datetime.now(UTC) if when is None else when
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        name, email = self._author
+        signature = pygit2.Signature(name, email, int(moment.timestamp()), 0)
+        oid = self._repo.create_commit(None, signature, signature, message, tree_id, parents)
+        self._repo.references.create(PENDING_REF, oid, force=True)
+        return str(oid)
+
+    def files(self, commit: str) -> Iterator[tuple[str, bytes]]:
+        """Every file in ``commit`` as (path, content), directory by directory."""
+        for path, blob in _walk(self._commit(commit).tree, ""):
+            yield path, blob.data
+
+    def changed_paths(self, old: str | None, new: str) -> list[str]:
+        """Sorted paths whose blob differs between ``old`` and ``new`` (old None: all of new)."""
+        new_tree = self._commit(new).tree
+        if old is None:
+            return sorted(path for path, _ in _walk(new_tree, ""))
+        diff = self._commit(old).tree.diff_to_tree(new_tree)
+        paths: set[str] = set()
+        for delta in diff.deltas:
+            if delta.old_file.id != delta.new_file.id:
+                paths.add(delta.old_file.path)
+                paths.add(delta.new_file.path)
+        return sorted(paths)
+
+    def build_commit(
+        self,
+        files: Iterable[tuple[str, bytes]],
+        message: str,
+        *,
+        parent: str | None = None,
+    ) -> str:
+        """A commit whose tree holds exactly ``files``; sets ``refs/ledger/pending`` to it.
+
+        The tree does not start from any earlier tree; ``parent`` only records history.
+        A path given twice keeps its last content. All blobs and trees go into one
+        pack written directly, which is much faster than loose objects or
+        ``git fast-import`` for a whole index.
+        """
+        parents = [] if parent is None else [str(self._commit(parent).id)]
+        objects: dict[bytes, tuple[int, bytes]] = {}
+        root: _Node = {}
+        for path, data in files:
+            node = root
+            *dirs, name = _split_path(path)
+            for part in dirs:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise ValueError(f"{path!r} lies below the file {part!r}")
+                node = child
+            if isinstance(node.get(name), dict):
+                raise ValueError(f"{path!r} is both a file and a directory")
+            node[name] = _add_object(objects, _OBJ_BLOB, data)
+        tree_id = _add_tree(objects, root)
+        _write_pack(Path(self._repo.path) / "objects" / "pack", objects)
+        return self._write_commit(pygit2.Oid(raw=tree_id), message, parents, None)
+
+    def _commit(self, commit_id: str) -> pygit2.Commit:
+        if _COMMIT_ID.fullmatch(commit_id) is None:
+            raise ValueError(f"{commit_id!r} is not a full commit id")
+        obj = self._repo.get(commit_id)
+        if not isinstance(obj, pygit2.Commit):
+            raise ValueError(f"{commit_id} is not a commit in the index clone")
+        return obj
+
+
+def _branch_ref(branch: str) -> str:
+    ref = f"refs/heads/{branch}"
+    if not pygit2.reference_is_valid_name(ref):
+        raise ValueError(f"invalid branch name {branch!r}")
+    return ref
+
+
+def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:
+    """Every blob below ``tree`` with its path; blob contents are read only when used."""
+    for entry in tree:
+        path = f"{prefix}{entry.name}"
+        if isinstance(entry, pygit2.Tree):
+            yield from _walk(entry, f"{path}/")
+        elif isinstance(entry, pygit2.Blob):
+            yield path, entry
+
+
+def _split_path(path: str) -> list[str]:
+    """The components of a file path inside the index; ValueError if git could not store it."""
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or "\0" in part or part.lower() == ".git":
+            raise ValueError(f"invalid index path {path!r}")
+    return parts
+
+
+def _add_object(objects: dict[bytes, tuple[int, bytes]], kind: int, raw: bytes) -> bytes:
+    """Record a loose object for the pack and return its binary id."""
+    digest = hashlib.sha1(b"%s %d\0" % (_OBJ_NAMES[kind], len(raw)), usedforsecurity=False)
+    digest.update(raw)
+    oid = digest.digest()
+    objects[oid] = (kind, raw)
+    return oid
+
+
+def _add_tree(objects: dict[bytes, tuple[int, bytes]], node: _Node) -> bytes:
+    """Record the tree for ``node`` and its subtrees; the tree's binary id."""
+    entries: list[tuple[bytes, bytes]] = []
+    for name, value in node.items():
+        encoded = name.encode()
+        if isinstance(value, dict):
+            # git orders a directory as if its name ended with "/".
+            entries.append((encoded + b"/", b"%s %s\0%s" % (_MODE_TREE, encoded, _add_tree(objects, value))))
+        else:
+            entries.append((encoded, b"%s %s\0%s" % (_MODE_BLOB, encoded, value)))
+    entries.sort()
+    return _add_object(objects, _OBJ_TREE, b"".join(entry for _, entry in entries))
+
+
+def _pack_object_header(kind: int, size: int) -> bytes:
+    byte = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    header = bytearray()
+    while size:
+        header.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    header.append(byte)
+    return bytes(header)
+
+
+def _write_pack(pack_dir: Path, objects: Mapping[bytes, tuple[int, bytes]]) -> None:
+    """Write ``objects`` as one pack with its version 2 index into ``pack_dir``."""
+    checksum = hashlib.sha1(usedforsecurity=False)
+    entries: list[tuple[bytes, int, int]] = []
+    fd, pack_tmp = tempfile.mkstemp(prefix="tmp_pack_", dir=pack_dir)
+    idx_tmp = ""
+    try:
+        with os.fdopen(fd, "wb") as out:
+            buffer = bytearray(b"PACK" + struct.pack(">II", 2, len(objects)))
+            offset = len(buffer)
+            for oid, (kind, raw) in objects.items():
+                record = _pack_object_header(kind, len(raw)) + zlib.compress(raw, 1)
+                entries.append((oid, zlib.crc32(record), offset))
+                offset += len(record)
+                buffer += record
+                if len(buffer) >= _PACK_FLUSH_BYTES:
+                    checksum.update(buffer)
+                    out.write(buffer)
+                    buffer.clear()
+            checksum.update(buffer)
+            out.write(buffer)
+            pack_sum = checksum.digest()
+            out.write(pack_sum)
+            out.flush()
+            os.fsync(out.fileno())
+
+        index = _pack_index(entries, pack_sum)
+        fd, idx_tmp = tempfile.mkstemp(prefix="tmp_idx_", dir=pack_dir)
+        with os.fdopen(fd, "wb") as out:
+            out.write(index)
+            out.flush()
+            os.fsync(out.fileno())
+
+        # The index goes in last: git and libgit2 find packs through their index files.
+        name = f"pack-{pack_sum.hex()}"
+        os.chmod(pack_tmp, 0o444)
+        os.chmod(idx_tmp, 0o444)
+        os.replace(pack_tmp, pack_dir / f"{name}.pack")
+        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+    finally:
+        for leftover in (pack_tmp, idx_tmp):
+            if leftover and os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _pack_index(entries: list[tuple[bytes, int, int]], pack_sum: bytes) -> bytes:
+    """The version 2 index of a pack from its (object id, crc32, offset) entries."""
+    entries = sorted(entries)
+    fanout = [0] * 256
+    for oid, _, _ in entries:
+        fanout[oid[0]] += 1
+    total = 0
+    index = bytearray(b"\xfftOc" + struct.pack(">I", 2))
+    for count in fanout:
+        total += count
+        index += struct.pack(">I", total)
+    index += b"".join(oid for oid, _, _ in entries)
+    index += b"".join(struct.pack(">I", crc) for _, crc, _ in entries)
+    large: list[int] = []
+    for _, _, position in entries:
+        if position < 0x80000000:
+            index += struct.pack(">I", position)
+        else:
+            index += struct.pack(">I", 0x80000000 | len(large))
+            large.append(position)
+    index += b"".join(struct.pack(">Q", position) for position in large)
+    index += pack_sum
+    index += hashlib.sha1(index, usedforsecurity=False).digest()
+    return bytes(index)

@@ -1,0 +1,304 @@
+"""The index sync worker: open jobs to commits, pushes, read-backs and recorded evidence.
+
+One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to ``max_batch``:
+
+1. fetch the remote branch (the commit everything is built on);
+2. regenerate each affected crate's whole file from the database view (publication order,
+   yanked flag from the latest state, deleted versions absent): files are regenerated, never
+   appended to, so a retry can never duplicate a line;
+3. commit only if the tree changed, then push, and record what the pusher reported
+   (``IndexPushAttempted``), never trusting it;
+4. read the remote back on a new connection: its head, the commit's ancestry and the blob at
+   each changed path. Only then ``IndexPushConfirmed`` and ``IndexSyncCompleted``; otherwise
+   ``IndexPushFailed`` with the reason and the time of the next retry (capped exponential
+   backoff). When the remote moved underneath (non-fast-forward), fetch and rebuild on top.
+
+A crash at any step leaves the job open; the next pass regenerates the same files, finds the
+tree unchanged when the earlier push did land, and confirms it by reading it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from ledger.api import Ledger
+from ledger.crate_files import crate_file
+from ledger.domain import SyncJob
+from ledger.errors import RemoteUnavailable
+from ledger.git_index import GitIndex, PushReport, ReadBack
+from ledger.lease import Lease
+from ledger.logs import log_step
+from ledger.names import index_path
+from projections.queries import OpenJob, VersionRow, live_versions, open_jobs
+
+DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    max_batch: int = 100
+    max_attempts: int | None = None
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    rebase_rounds: int = 3
+    index_config: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
+
+    def next_retry(self, attempts: int, now: float) -> float:
+        """Capped exponential backoff after ``attempts`` failed attempts."""
+        return now + min(self.backoff_cap, self.backoff_base ** max(0, attempts - 1))
+
+
+@dataclass
+class PassResult:
+    """What one pass did."""
+
+    jobs: int = 0
+    confirmed: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    open_left: int = 0
+    commits: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "confirmed": self.confirmed,
+            "failed": self.failed,
+            "abandoned": self.abandoned,
+            "open": self.open_left,
+            "commits": self.commits,
+        }
+
+
+@dataclass
+class _Chunk:
+    jobs: list[OpenJob]
+    rows: dict[str, list[VersionRow]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def paths(self) -> dict[str, str]:
+        return {key: index_path(name) for key, name in self.names.items()}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class SyncWorker:
+    """Syncs open jobs to the index remote, one writer at a time."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        index: GitIndex,
+        *,
+        options: WorkerOptions | None = None,
+        name: str | None = None,
+        lease_ttl: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.index = index
+        self.options = options or WorkerOptions()
+        self.name = name or worker_name()
+        self.lease = Lease(ledger.db, self.name, ttl=lease_ttl)
+        self._last_commit = ""
+
+    # -- passes -----------------------------------------------------------------------------
+
+    def run_once(self, *, ignore_backoff: bool = True, wait_for_lock: float = 0.0) -> PassResult:
+        """One pass over every open job (backoff ignored unless asked); then release the lock."""
+        self.lease.acquire(wait=wait_for_lock)
+        try:
+            return self._pass(ignore_backoff=ignore_backoff)
+        finally:
+            self.lease.release()
+
+    def follow(self, *, poll: float = 1.0, max_passes: int | None = None, stop: Any = None) -> None:
+        """Keep syncing as jobs arrive; stand by while another worker holds the lock."""
+        passes = 0
+        while stop is None or not stop.is_set():
+            if self.lease.try_acquire():
+                result = self._pass(ignore_backoff=False)
+                if result.jobs:
+                    log_step("worker_pass", worker=self.name, **result.to_dict())
+            passes += 1
+            if max_passes is not None and passes >= max_passes:
+                break
+            time.sleep(poll)
+        self.lease.release()
+
+    def _pass(self, *, ignore_backoff: bool) -> PassResult:
+        self.ledger.views.catch_up()
+        now = time.time()
+        jobs = [
+            j
+            for j in open_jobs(self.ledger.db)
+            if ignore_backoff or j.next_retry is None or j.next_retry <= now
+        ]
+        result = PassResult(jobs=len(jobs))
+        for start in range(0, len(jobs), self.options.max_batch):
+            if not self.lease.try_acquire():
+                break  # lost the lease: another writer took over; leave the rest open
+            self._sync_chunk(jobs[start : start + self.options.max_batch], result)
+            self.ledger.views.catch_up()
+        result.open_left = len(open_jobs(self.ledger.db))
+        return result
+
+    # -- one chunk --------------------------------------------------------------------------
+
+    def _sync_chunk(self, jobs: list[OpenJob], result: PassResult) -> None:
+        chunk = _Chunk(jobs)
+        for job in jobs:
+            if job.crate_key not in chunk.rows:
+                chunk.rows[job.crate_key] = live_versions(self.ledger.db, job.crate_key)
+                chunk.names[job.crate_key] = job.crate
+        aggregates = {UUID(j.job): self.ledger.app.get_job(UUID(j.job)) for j in jobs}
+        for _ in range(self.options.rebase_rounds):
+            outcome = self._attempt(chunk, aggregates)
+            if outcome is None or outcome.confirmed or not self._remote_moved(outcome):
+                break
+        if outcome is not None and outcome.confirmed:
+            result.confirmed += len(aggregates)
+            result.commits.append(self._last_commit)
+        else:
+            closed = sum(1 for job in aggregates.values() if not job.open)
+            result.abandoned += closed
+            result.failed += len(aggregates) - closed
+        self.ledger.app.save_jobs(list(aggregates.values()))
+
+    def _expected(self, chunk: _Chunk, head: str | None) -> dict[str, bytes | None]:
+        paths = chunk.paths()
+        expected = {paths[key]: crate_file(chunk.rows[key]) for key in chunk.rows}
+        if head is None:
+            expected["config.json"] = json.dumps(dict(self.options.index_config), indent=2).encode() + b"\n"
+        return expected
+
+    def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob]) -> ReadBack | None:
+        """Build, push and read back once; records the attempt and its outcome on every job."""
+        remote = self.index.remote_url
+        try:
+            head = self.index.fetch()
+        except RemoteUnavailable as exc:
+            self._fail(jobs, "unreachable", exc.message, None)
+            return None
+        expected = self._expected(chunk, head)
+        crates = sorted(chunk.names.values())
+        message = f"Update crates: {', '.join(crates[:10])}" + (
+            f" and {len(crates) - 10} more" if len(crates) > 10 else ""
+        )
+        commit = self.index.commit(head, expected, message)
+        if commit is None:
+            report = PushReport("ok", "index already holds this content: nothing to push")
+            reported = "up_to_date"
+        else:
+            report = self.index.push(commit)
+            reported = report.status
+        for job in jobs.values():
+            job.attempted(
+                remote=remote,
+                branch=self.index.branch,
+                commit=commit,
+                parent=head,
+                reported=reported,
+                message=report.message,
+                worker=self.name,
+                batch=len(jobs),
+            )
+        log_step(
+            "push",
+            worker=self.name,
+            commit=commit,
+            parent=head,
+            reported=reported,
+            jobs=len(jobs),
+            crates=crates[:20],
+            message=report.message,
+        )
+        target = commit or head
+        try:
+            readback = self.index.read_back(target, expected) if target else None
+        except RemoteUnavailable as exc:
+            self._fail(jobs, "unreachable" if report.status != "ok" else "unconfirmed", exc.message, None)
+            return None
+        if readback is not None and readback.confirmed:
+            assert target is not None
+            self._confirm(chunk, jobs, target, readback)
+            self._last_commit = target
+            return readback
+        self._fail(jobs, _reason(report, readback), _detail(report, readback), readback)
+        return readback
+
+    def _remote_moved(self, readback: ReadBack) -> bool:
+        """The remote head is not what we built on: someone else pushed; rebuild on top."""
+        return not readback.contains_commit and readback.remote_head is not None
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _confirm(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], commit: str, readback: ReadBack) -> None:
+        paths = chunk.paths()
+        by_job = {UUID(j.job): j for j in chunk.jobs}
+        for job_id, job in jobs.items():
+            key = by_job[job_id].crate_key
+            entries = [[r.version, r.key, r.yanked, r.digest] for r in chunk.rows[key]]
+            assert readback.remote_head is not None
+            job.confirmed(
+                crate=chunk.names[key],
+                commit=commit,
+                remote_head=readback.remote_head,
+                method=readback.method,
+                path=paths[key],
+                entries=entries,
+            )
+            job.completed(commit=commit)
+        log_step(
+            "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)
+        )
+
+    def _fail(
+        self, jobs: dict[UUID, SyncJob], reason: str, detail: str | None, readback: ReadBack | None
+    ) -> None:
+        now = time.time()
+        head = readback.remote_head if readback else None
+        for job in jobs.values():
+            attempts = max(job.attempts, 1)
+            if self.options.max_attempts is not None and attempts >= self.options.max_attempts:
+                job.failed(reason=reason, detail=detail, remote_head=head, next_retry=None)
+                job.abandoned(reason=f"{reason} after {attempts} attempts")
+            else:
+                job.failed(
+                    reason=reason,
+                    detail=detail,
+                    remote_head=head,
+                    next_retry=self.options.next_retry(attempts, now),
+                )
+        log_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
+
+
+def _reason(report: PushReport, readback: ReadBack | None) -> str:
+    """Why a push did not count, from what the pusher said and what the remote holds."""
+    if report.status == "rejected":
+        return "rejected"
+    if report.status == "no_status":
+        return "no_status"
+    if report.status == "error":
+        return {"timeout": "timeout", "unreachable": "unreachable"}.get(report.error_kind or "", "error")
+    return "unconfirmed"
+
+
+def _detail(report: PushReport, readback: ReadBack | None) -> str:
+    said = f"pusher said {report.status}" + (f" ({report.message})" if report.message else "")
+    if readback is None:
+        return f"{said}; remote has no branch to read back"
+    seen = f"remote head {readback.remote_head[:12] if readback.remote_head else 'none'}"
+    if not readback.contains_commit:
+        seen += " does not contain the commit"
+    if readback.mismatched:
+        seen += f"; {len(readback.mismatched)} file(s) differ: {', '.join(readback.mismatched[:5])}"
+    return f"{said}; {seen}"
