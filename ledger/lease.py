@@ -9,6 +9,8 @@ recording anything untrue.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -24,7 +26,24 @@ class LeaseState:
     expires_at: float
 
     def held_by_other(self, me: str, now: float) -> bool:
-        return self.holder not in (None, me) and self.expires_at > now
+        """Another holder whose lease runs and whose process, when on this host, is alive."""
+        if self.holder in (None, me) or self.expires_at <= now:
+            return False
+        return not _dead_on_this_host(self.holder)
+
+
+def _dead_on_this_host(holder: str) -> bool:
+    """A ``host:pid`` holder on this host whose process is gone (its lease can be taken at once)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Lease:

@@ -32,7 +32,7 @@ from ledger.api import Ledger
 from ledger.crate_files import crate_file
 from ledger.domain import SyncJob
 from ledger.errors import RemoteUnavailable
-from ledger.git_index import GitIndex, PushReport, ReadBack
+from ledger.git_index import GitIndex, PushReport, ReadBack, classify_error
 from ledger.lease import Lease
 from ledger.logs import log_step
 from ledger.names import index_path
@@ -48,6 +48,7 @@ class WorkerOptions:
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
     rebase_rounds: int = 3
+    lease_ttl: float = 30.0
     index_config: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
 
     def next_retry(self, attempts: int, now: float) -> float:
@@ -101,13 +102,12 @@ class SyncWorker:
         *,
         options: WorkerOptions | None = None,
         name: str | None = None,
-        lease_ttl: float = 30.0,
     ) -> None:
         self.ledger = ledger
         self.index = index
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
-        self.lease = Lease(ledger.db, self.name, ttl=lease_ttl)
+        self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
         self._last_commit = ""
 
     # -- passes -----------------------------------------------------------------------------
@@ -186,7 +186,7 @@ class SyncWorker:
         try:
             head = self.index.fetch()
         except RemoteUnavailable as exc:
-            self._fail(jobs, "unreachable", exc.message, None)
+            self._fail(jobs, _unreadable(exc), exc.message, None)
             return None
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
@@ -225,7 +225,8 @@ class SyncWorker:
         try:
             readback = self.index.read_back(target, expected) if target else None
         except RemoteUnavailable as exc:
-            self._fail(jobs, "unreachable" if report.status != "ok" else "unconfirmed", exc.message, None)
+            reason = _reason(report, None) if report.status != "ok" else _unreadable(exc)
+            self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return None
         if readback is not None and readback.confirmed:
             assert target is not None
@@ -279,6 +280,11 @@ class SyncWorker:
                     next_retry=self.options.next_retry(attempts, now),
                 )
         log_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
+
+
+def _unreadable(exc: RemoteUnavailable) -> str:
+    """Why the remote could not be read: a timeout, or unreachable (refused, HTTP errors, ...)."""
+    return "timeout" if classify_error(exc.message) == "timeout" else "unreachable"
 
 
 def _reason(report: PushReport, readback: ReadBack | None) -> str:

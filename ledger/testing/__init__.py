@@ -1,0 +1,1 @@
+"""Test doubles the ledger's own tests, scripts and demos run against."""

@@ -1,0 +1,152 @@
+"""The sync worker against real remotes on 127.0.0.1 that play every fault mode.
+
+For each mode: the worker never records a confirmation while the remote lacks the content,
+records what the pusher said and why the push did not count, and once the fault clears the
+next pass confirms; no version ever appears twice in a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from ledger.bootstrap import open_ledger
+from ledger.names import index_path
+from ledger.settings import Settings
+from ledger.testing.remote import Mode, RemoteServer
+from ledger.worker import WorkerOptions
+from tests.conftest import make_line
+
+FAST = WorkerOptions(max_batch=50, backoff_base=1.0, lease_ttl=5.0)
+
+# mode -> (what the pusher reported, or None when the remote could not even be fetched;
+#          the reason recorded for the failure)
+EXPECTED: dict[Mode, tuple[str | None, set[str]]] = {
+    Mode.REJECT: ("rejected", {"rejected"}),
+    Mode.REFUSE: (None, {"unreachable"}),
+    Mode.HANG: (None, {"timeout"}),
+    Mode.HTTP_500: (None, {"unreachable"}),
+    Mode.NO_STATUS: ("no_status", {"no_status"}),
+    Mode.LIE: ("ok", {"unconfirmed"}),
+    Mode.ROLLBACK: ("ok", {"unconfirmed"}),
+}
+
+CASES = [
+    pytest.param(protocol, mode, id=f"{protocol}-{mode.value}")
+    for protocol in ("http", "git")
+    for mode in EXPECTED
+    if protocol == "http" or mode in {Mode.REJECT, Mode.REFUSE, Mode.HANG, Mode.ROLLBACK}
+]
+
+
+def remote_file(server: RemoteServer, crate: str) -> bytes | None:
+    """The crate's file at the remote branch head, read straight from the server's disk."""
+    repo = pygit2.Repository(str(server.bare_path))
+    head = server.head()
+    if head is None:
+        return None
+    try:
+        return bytes(repo[head].peel(pygit2.Commit).tree[index_path(crate)].data)
+    except KeyError:
+        return None
+
+
+def versions_in(data: bytes | None) -> list[str]:
+    import json
+
+    return [json.loads(line)["vers"] for line in (data or b"").splitlines() if line.strip()]
+
+
+@pytest.fixture
+def settings_for(store_url: str, tmp_path: Path) -> Iterator[Any]:
+    def build(server: RemoteServer) -> Settings:
+        return Settings(
+            store=store_url,
+            remote=server.url,
+            index_dir=tmp_path / "clone.git",
+            connect_timeout_ms=1000,
+            timeout_ms=1500,
+        )
+
+    yield build
+
+
+class TestFaultModes:
+    @pytest.mark.parametrize(("protocol", "mode"), CASES)
+    def test_no_confirmation_while_the_remote_lacks_the_content(
+        self, protocol: str, mode: Mode, tmp_path: Path, settings_for: Any
+    ) -> None:
+        """Under each fault the job stays open with its attempt and failure recorded; after recovery it is confirmed once."""
+        with RemoteServer.start(tmp_path / "remote", protocol=protocol) as server:  # type: ignore[arg-type]
+            with open_ledger(settings_for(server)) as ledger:
+                ledger.publish(make_line("serde", "1.0.0"), "alice")
+                assert ledger.sync(FAST).confirmed == 1
+                before = server.head()
+
+                ledger.publish(make_line("serde", "1.0.1"), "alice")
+                server.set_mode(mode)
+                result = ledger.sync(FAST)
+                server.set_mode(Mode.OK)
+
+                assert result.confirmed == 0
+                assert result.open_left == 1
+                assert server.head() == before
+                assert versions_in(remote_file(server, "serde")) == ["1.0.0"]
+                events = ledger.history("serde", "1.0.1")
+                names = [e["event"] for e in events]
+                assert "IndexPushConfirmed" not in names
+                assert "IndexSyncCompleted" not in names
+                reported, reasons = EXPECTED[mode]
+                failed = [e for e in events if e["event"] == "IndexPushFailed"]
+                assert failed
+                assert {e["reason"] for e in failed} <= reasons | {"unconfirmed"}
+                assert failed[-1]["reason"] in reasons
+                attempts = [e for e in events if e["event"] == "IndexPushAttempted"]
+                if reported is None:
+                    assert attempts == []
+                else:
+                    assert attempts[0]["reported"] == reported
+
+                recovered = ledger.sync(FAST)
+                assert recovered.confirmed == 1
+                assert recovered.open_left == 0
+                assert versions_in(remote_file(server, "serde")) == ["1.0.0", "1.0.1"]
+                report = ledger.audit(grace=0)
+                assert report.consistent, report.to_dict()
+
+
+class TestRemoteMovedUnderneath:
+    def test_non_fast_forward_rebuilds_on_top_of_the_new_head(
+        self, tmp_path: Path, settings_for: Any
+    ) -> None:
+        """When someone else pushed meanwhile, the worker fetches, rebuilds on top and keeps their commit."""
+        with RemoteServer.start(tmp_path / "remote", protocol="http") as server:
+            with open_ledger(settings_for(server)) as ledger:
+                ledger.publish(make_line("serde", "1.0.0"), "alice")
+                ledger.sync(FAST)
+                other = _push_foreign_file(server, tmp_path, "README", b"hello\n")
+                ledger.publish(make_line("tokio", "1.0.0"), "alice")
+                result = ledger.sync(FAST)
+                assert result.confirmed == 1
+                repo = pygit2.Repository(str(server.bare_path))
+                head = repo[server.head()].peel(pygit2.Commit)
+                assert repo.descendant_of(head.id, pygit2.Oid(hex=other))
+                assert bytes(head.tree["README"].data) == b"hello\n"
+                assert versions_in(remote_file(server, "tokio")) == ["1.0.0"]
+
+
+def _push_foreign_file(server: RemoteServer, tmp_path: Path, path: str, data: bytes) -> str:
+    """Commit a file straight into the server's repository, as another writer would."""
+    repo = pygit2.Repository(str(server.bare_path))
+    head = repo[server.head()].peel(pygit2.Commit)
+    builder = repo.TreeBuilder(head.tree)
+    builder.insert(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
+    sig = pygit2.Signature("other", "other@localhost")
+    commit = repo.create_commit(
+        f"refs/heads/{server.branch}", sig, sig, "foreign", builder.write(), [head.id]
+    )
+    return str(commit)
