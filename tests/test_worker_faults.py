@@ -7,7 +7,6 @@ next pass confirms; no version ever appears twice in a file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def versions_in(data: bytes | None) -> list[str]:
 
 
 @pytest.fixture
-def settings_for(store_url: str, tmp_path: Path) -> Iterator[Any]:
+def settings_for(store_url: str, tmp_path: Path) -> Any:
     def build(server: RemoteServer) -> Settings:
         return Settings(
             store=store_url,
@@ -72,7 +71,7 @@ def settings_for(store_url: str, tmp_path: Path) -> Iterator[Any]:
             timeout_ms=1500,
         )
 
-    yield build
+    return build
 
 
 class TestFaultModes:
@@ -81,42 +80,42 @@ class TestFaultModes:
         self, protocol: str, mode: Mode, tmp_path: Path, settings_for: Any
     ) -> None:
         """Under each fault the job stays open with its attempt and failure recorded; after recovery it is confirmed once."""
-        with RemoteServer.start(tmp_path / "remote", protocol=protocol) as server:  # type: ignore[arg-type]
-            with open_ledger(settings_for(server)) as ledger:
-                ledger.publish(make_line("serde", "1.0.0"), "alice")
-                assert ledger.sync(FAST).confirmed == 1
-                before = server.head()
+        server = RemoteServer.start(tmp_path / "remote", protocol=protocol)  # type: ignore[arg-type]
+        with server, open_ledger(settings_for(server)) as ledger:
+            ledger.publish(make_line("serde", "1.0.0"), "alice")
+            assert ledger.sync(FAST).confirmed == 1
+            before = server.head()
 
-                ledger.publish(make_line("serde", "1.0.1"), "alice")
-                server.set_mode(mode)
-                result = ledger.sync(FAST)
-                server.set_mode(Mode.OK)
+            ledger.publish(make_line("serde", "1.0.1"), "alice")
+            server.set_mode(mode)
+            result = ledger.sync(FAST)
+            server.set_mode(Mode.OK)
 
-                assert result.confirmed == 0
-                assert result.open_left == 1
-                assert server.head() == before
-                assert versions_in(remote_file(server, "serde")) == ["1.0.0"]
-                events = ledger.history("serde", "1.0.1")
-                names = [e["event"] for e in events]
-                assert "IndexPushConfirmed" not in names
-                assert "IndexSyncCompleted" not in names
-                reported, reasons = EXPECTED[mode]
-                failed = [e for e in events if e["event"] == "IndexPushFailed"]
-                assert failed
-                assert {e["reason"] for e in failed} <= reasons | {"unconfirmed"}
-                assert failed[-1]["reason"] in reasons
-                attempts = [e for e in events if e["event"] == "IndexPushAttempted"]
-                if reported is None:
-                    assert attempts == []
-                else:
-                    assert attempts[0]["reported"] == reported
+            assert result.confirmed == 0
+            assert result.open_left == 1
+            assert server.head() == before
+            assert versions_in(remote_file(server, "serde")) == ["1.0.0"]
+            events = ledger.history("serde", "1.0.1")
+            names = [e["event"] for e in events]
+            assert "IndexPushConfirmed" not in names
+            assert "IndexSyncCompleted" not in names
+            reported, reasons = EXPECTED[mode]
+            failed = [e for e in events if e["event"] == "IndexPushFailed"]
+            assert failed
+            assert {e["reason"] for e in failed} <= reasons | {"unconfirmed"}
+            assert failed[-1]["reason"] in reasons
+            attempts = [e for e in events if e["event"] == "IndexPushAttempted"]
+            if reported is None:
+                assert attempts == []
+            else:
+                assert attempts[0]["reported"] == reported
 
-                recovered = ledger.sync(FAST)
-                assert recovered.confirmed == 1
-                assert recovered.open_left == 0
-                assert versions_in(remote_file(server, "serde")) == ["1.0.0", "1.0.1"]
-                report = ledger.audit(grace=0)
-                assert report.consistent, report.to_dict()
+            recovered = ledger.sync(FAST)
+            assert recovered.confirmed == 1
+            assert recovered.open_left == 0
+            assert versions_in(remote_file(server, "serde")) == ["1.0.0", "1.0.1"]
+            report = ledger.audit(grace=0)
+            assert report.consistent, report.to_dict()
 
 
 class TestRemoteMovedUnderneath:
@@ -124,19 +123,19 @@ class TestRemoteMovedUnderneath:
         self, tmp_path: Path, settings_for: Any
     ) -> None:
         """When someone else pushed meanwhile, the worker fetches, rebuilds on top and keeps their commit."""
-        with RemoteServer.start(tmp_path / "remote", protocol="http") as server:
-            with open_ledger(settings_for(server)) as ledger:
-                ledger.publish(make_line("serde", "1.0.0"), "alice")
-                ledger.sync(FAST)
-                other = _push_foreign_file(server, tmp_path, "README", b"hello\n")
-                ledger.publish(make_line("tokio", "1.0.0"), "alice")
-                result = ledger.sync(FAST)
-                assert result.confirmed == 1
-                repo = pygit2.Repository(str(server.bare_path))
-                head = repo[server.head()].peel(pygit2.Commit)
-                assert repo.descendant_of(head.id, pygit2.Oid(hex=other))
-                assert bytes(head.tree["README"].data) == b"hello\n"
-                assert versions_in(remote_file(server, "tokio")) == ["1.0.0"]
+        server = RemoteServer.start(tmp_path / "remote", protocol="http")
+        with server, open_ledger(settings_for(server)) as ledger:
+            ledger.publish(make_line("serde", "1.0.0"), "alice")
+            ledger.sync(FAST)
+            other = _push_foreign_file(server, tmp_path, "README", b"hello\n")
+            ledger.publish(make_line("tokio", "1.0.0"), "alice")
+            result = ledger.sync(FAST)
+            assert result.confirmed == 1
+            repo = pygit2.Repository(str(server.bare_path))
+            head = repo[server.head()].peel(pygit2.Commit)
+            assert repo.descendant_of(head.id, pygit2.Oid(hex=other))
+            assert bytes(head.tree["README"].data) == b"hello\n"
+            assert versions_in(remote_file(server, "tokio")) == ["1.0.0"]
 
 
 def _push_foreign_file(server: RemoteServer, tmp_path: Path, path: str, data: bytes) -> str:
