@@ -1,0 +1,48 @@
+"""Change a remote's branch behind the ledger's back, as a careless operator or a bad script would."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import FileMode
+
+Edit = Callable[[bytes | None], bytes | None]
+
+
+def force_push(bare_path: Path, branch: str, edits: Mapping[str, Edit], message: str) -> str:
+    """Commit each path edited (None deletes) on top of the branch, and force the branch to it."""
+    repo = pygit2.Repository(str(bare_path))
+    head = repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit)
+    tree = head.tree
+    for path, edit in edits.items():
+        parts = path.split("/")
+        try:
+            old: bytes | None = bytes(tree[path].data)
+        except KeyError:
+            old = None
+        new = edit(old)
+        tree = repo[_replace(repo, tree, parts, None if new is None else repo.create_blob(new))]
+    sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
+    commit = repo.create_commit(None, sig, sig, message, tree.id, [head.id])
+    repo.references.create(f"refs/heads/{branch}", commit, force=True)
+    return str(commit)
+
+
+def _replace(
+    repo: pygit2.Repository, tree: pygit2.Tree | None, parts: list[str], blob: pygit2.Oid | None
+) -> pygit2.Oid:
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    name = parts[0]
+    if len(parts) == 1:
+        if blob is None:
+            if tree is not None and name in tree:
+                builder.remove(name)
+        else:
+            builder.insert(name, blob, FileMode.BLOB)
+    else:
+        sub = repo[tree[name].id] if tree is not None and name in tree else None
+        builder.insert(name, _replace(repo, sub, parts[1:], blob), FileMode.TREE)
+    return builder.write()
