@@ -95,7 +95,10 @@ def build_ledger(settings: Settings) -> Ledger:
             raise StoreUnavailable(msg, store=url.redacted)
     db = connect(url)  # first, so an unreachable server fails fast and clearly
     try:
-        app = PublicationLedger(env=event_store_env(url))
+        with db.exclusive("ledger-schema"):  # concurrent first opens must not race on DDL
+            app = PublicationLedger(env=event_store_env(url))
+            ledger = Ledger(settings, app, db, index_factory=lambda: open_index(settings))
+            ledger.views.create_tables()
     except LedgerError:
         db.close()
         raise
@@ -103,12 +106,6 @@ def build_ledger(settings: Settings) -> Ledger:
         db.close()
         msg = f"cannot open the event store {url.redacted}: {redact(str(exc)).strip()}"
         raise StoreUnavailable(msg, store=url.redacted) from exc
-    ledger = Ledger(settings, app, db, index_factory=lambda: open_index(settings))
-    try:
-        ledger.views.create_tables()
-    except Exception:
-        ledger.close()
-        raise
     return ledger
 
 

@@ -9,6 +9,7 @@ ever skipped.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -92,7 +93,7 @@ class ViewRunner:
             events = self._decode(notifications)
             stop_early = False
             if until_time is not None:
-                kept = [(p, e) for p, e in events if e.timestamp <= until_time]
+                kept = list(itertools.takewhile(lambda pe: pe[1].timestamp <= until_time, events))
                 stop_early = len(kept) < len(events)
                 events = kept
             if events:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import StoredEvent
@@ -31,7 +31,45 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             )
         )
         self._select_last_link = SQL("SELECT link FROM {}.{} ORDER BY position DESC LIMIT 1").format(*chain)
-        self._insert_link = SQL("INSERT INTO {}.{} (position, link) VALUES (%s, %s)").format(*chain)
+        self._insert_links = SQL(
+            "INSERT INTO {}.{} (position, link) SELECT * FROM unnest(%b::bigint[], %b::text[])"
+        ).format(*chain)
+        # The events go in as four arrays sent in binary: no composite values to escape as text.
+        self._insert_columns = SQL(
+            "INSERT INTO {}.{} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            SQL(self.datastore.originator_id_type),
+        )
+        self._select_existing = SQL(
+            "SELECT originator_id FROM {}.{} WHERE originator_version = 1 AND originator_id = ANY(%s)"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+
+    def existing_ids(self, ids: Sequence[UUID]) -> list[UUID]:
+        """Which of these aggregates have any event (every aggregate has a version 1)."""
+        if not ids:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_existing, (list(ids),))
+            return [row["originator_id"] for row in curs.fetchall()]
+
+    def _insert_stored_events(
+        self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_columns,
+            (
+                [s.originator_id for s in stored_events],
+                [s.originator_version for s in stored_events],
+                [s.topic for s in stored_events],
+                [s.state for s in stored_events],
+            ),
+        )
 
     def _fetch_ids_after_insert_events(
         self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -47,8 +85,8 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         for position, s in zip(ids, stored_events, strict=True):
             payload = canonical(position, s.originator_id, s.originator_version, s.topic, s.state)
             link = next_link(link, payload)
-            links.append((position, link))
-        curs.executemany(self._insert_link, links)
+            links.append(link)
+        curs.execute(self._insert_links, (list(ids), links))
         return ids
 
 
@@ -79,6 +117,15 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             msg = f"cannot reach the PostgreSQL store {url.redacted}: {redact(str(exc)).strip()}"
             raise StoreUnavailable(msg) from exc
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a session advisory lock named ``name`` (creating tables from many processes at once)."""
+        self.query("SELECT pg_advisory_lock(hashtext(?))", (name,))
+        try:
+            yield
+        finally:
+            self.query("SELECT pg_advisory_unlock(hashtext(?))", (name,))
 
     @staticmethod
     def _sql(sql: str) -> str:

@@ -7,8 +7,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from ledger.errors import StoreUnavailable
@@ -30,8 +31,8 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        # The INSERTs take the write lock first, so the last link read below cannot move.
-        ids = super()._insert_events(c, stored_events, **kwargs)
+        # The first INSERT takes the write lock, so the rowids and the last link cannot move.
+        ids = self._insert_rows(c, stored_events)
         if not ids:
             return ids
         c.execute(f"SELECT link FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
@@ -45,6 +46,48 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             links.append((position, link))
         c.executemany(f"INSERT INTO {CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
         return ids
+
+    def _insert_rows(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Insert the events with one ``executemany``; their rowids, which SQLite allots in order.
+
+        Under the write lock each new rowid is one more than the largest, so the rows get
+        consecutive ids after the first; the largest rowid afterwards proves it.
+        """
+        rows = [
+            (
+                s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                s.originator_version,
+                s.topic,
+                s.state,
+            )
+            for s in stored_events
+        ]
+        if not rows:
+            return []
+        c.execute(self.insert_events_statement, rows[0])
+        first = int(c.lastrowid)
+        c.executemany(self.insert_events_statement, rows[1:])
+        ids = list(range(first, first + len(rows)))
+        c.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}")
+        last = c.fetchone()[0]
+        if last != ids[-1]:
+            msg = f"rowids of a batch are not consecutive: expected {ids[-1]}, found {last}"
+            raise PersistenceError(msg)
+        return ids
+
+    def existing_ids(self, ids: Sequence[UUID]) -> list[UUID]:
+        """Which of these aggregates have any event (every aggregate has a version 1)."""
+        found: list[UUID] = []
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                c.execute(
+                    f"SELECT originator_id FROM {self.events_table_name} "
+                    f"WHERE originator_version = 1 AND originator_id IN ({', '.join('?' * len(chunk))})",
+                    [i.hex for i in chunk],
+                )
+                found += [UUID(row[0]) for row in c.fetchall()]
+        return found
 
 
 class SQLiteDatabase:
@@ -82,6 +125,11 @@ class SQLiteDatabase:
             raise
         finally:
             cur.close()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Nothing to hold: SQLite serialises schema changes by itself."""
+        yield
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()

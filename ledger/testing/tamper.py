@@ -19,16 +19,23 @@ def force_push(bare_path: Path, branch: str, edits: Mapping[str, Edit], message:
     tree = head.tree
     for path, edit in edits.items():
         parts = path.split("/")
-        try:
-            old: bytes | None = bytes(tree[path].data)
-        except KeyError:
-            old = None
+        old = _read(repo, tree, path)
         new = edit(old)
-        tree = repo[_replace(repo, tree, parts, None if new is None else repo.create_blob(new))]
+        tree = repo[_replace(repo, tree, parts, None if new is None else repo.create_blob(new))].peel(
+            pygit2.Tree
+        )
     sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
     commit = repo.create_commit(None, sig, sig, message, tree.id, [head.id])
     repo.references.create(f"refs/heads/{branch}", commit, force=True)
     return str(commit)
+
+
+def _read(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> bytes | None:
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    return bytes(repo[entry.id].peel(pygit2.Blob).data)
 
 
 def _replace(
@@ -43,6 +50,6 @@ def _replace(
         else:
             builder.insert(name, blob, FileMode.BLOB)
     else:
-        sub = repo[tree[name].id] if tree is not None and name in tree else None
+        sub = repo[tree[name].id].peel(pygit2.Tree) if tree is not None and name in tree else None
         builder.insert(name, _replace(repo, sub, parts[1:], blob), FileMode.TREE)
     return builder.write()

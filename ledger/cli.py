@@ -1,0 +1,531 @@
+"""The ``ledger`` command line: thin commands over the :class:`~ledger.api.Ledger` facade.
+
+Each command parses its arguments, makes one Ledger call, renders the result and exits with
+the contract's code, mapped from the exception tree in one place (:func:`exit_code_for`)::
+
+    0  ok, or in sync (pending jobs allowed)
+    1  out of sync, a broken chain, or a refused command                  Refused
+    2  usage error or bad input (typer's own usage errors too)            Invalid
+    3  the store or the index remote is unavailable                       InfrastructureError
+
+With ``--json`` (global or per command) stdout carries exactly one JSON document, errors
+included (``{"ok": false, "error": {...}}``); without it, results are text on stdout. Errors
+and diagnostics always go to stderr, as one line each. Every
+line printed passes through :func:`ledger.settings.redact`, so credentials in store or remote
+URLs never appear. The store is opened only by a command that needs it, and closed when the
+command ends.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.errors import Invalid, InvalidLine, LedgerError
+from ledger.index_format import MAX_LINE_BYTES
+from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings, redact
+from ledger.timeparse import parse_duration, parse_moment, parse_time
+
+if TYPE_CHECKING:
+    from ledger.api import AsOf, Ledger
+    from ledger.application import Receipt
+    from projections.consistency import AuditReport
+
+DEFAULT_GRACE = "15m"
+FALLBACK_ACTOR = "cli"
+
+app = typer.Typer(
+    name="ledger",
+    help="An event-sourced publication ledger for a cargo registry index.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals hold store URLs with passwords
+)
+
+CrateArg = Annotated[str, typer.Argument(metavar="CRATE", help="The crate's name.")]
+VersionArg = Annotated[str, typer.Argument(metavar="VERSION", help="The version, as published.")]
+JsonFlag = Annotated[
+    bool,
+    typer.Option("--json", help="Print exactly one JSON document on stdout, errors included."),
+]
+
+
+# -- shared state -------------------------------------------------------------------------------
+
+
+class Session:
+    """What the callback shares with the commands: settings, actor, output mode, and the ledger.
+
+    The ledger is opened on first use, so commands that fail before needing the store (bad
+    input, usage errors) never touch it.
+    """
+
+    def __init__(self, settings: Settings, actor: str, *, json_output: bool) -> None:
+        self.settings = settings
+        self.actor = actor
+        self.json_output = json_output
+        self._ledger: Ledger | None = None
+
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from ledger.bootstrap import build_ledger
+
+            self._ledger = build_ledger(self.settings)
+        return self._ledger
+
+    def close(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is None:
+            return
+        try:
+            ledger.close()
+        except Exception as exc:  # noqa: BLE001  (closing must never hide the command's result)
+            logging.getLogger("ledger").warning(redact(f"closing the store failed: {exc}"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command's result: its JSON document, its human text (stdout), notes (stderr), exit code."""
+
+    document: dict[str, Any]
+    text: str = ""
+    notes: tuple[str, ...] = ()
+    code: int = 0
+
+
+def _session(ctx: typer.Context) -> Session:
+    session = ctx.obj
+    assert isinstance(session, Session)
+    return session
+
+
+# -- errors and output: the one place that maps exceptions to exit codes ------------------------
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of an error: its branch of the exception tree, or 1 when unexpected."""
+    if isinstance(exc, LedgerError):
+        return exc.exit_code
+    return 1
+
+
+def error_document(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` member of a failed command's JSON document."""
+    if isinstance(exc, LedgerError):
+        return exc.to_dict()
+    return {"type": type(exc).__name__, "kind": "unexpected", "message": _one_line(exc)}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, LedgerError) else f"unexpected {type(exc).__name__}: {text}"
+
+
+def _emit(text: str, *, err: bool = False) -> None:
+    typer.echo(redact(text), err=err)
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, default=str)
+
+
+def _run(ctx: typer.Context, json_flag: bool, action: Callable[[Session], Outcome]) -> None:
+    """Run a command's action and render its outcome or its error; exit with the mapped code."""
+    session = _session(ctx)
+    as_json = json_flag or session.json_output
+    try:
+        outcome = action(session)
+    except Exception as exc:  # noqa: BLE001  (every failure becomes one message and an exit code)
+        _emit(f"error: {_one_line(exc)}", err=True)
+        if as_json:
+            _emit(_dump({"ok": False, "error": error_document(exc)}))
+        raise typer.Exit(exit_code_for(exc)) from None
+    if as_json:
+        _emit(_dump(outcome.document))
+    elif outcome.text:
+        _emit(outcome.text)
+    for note in outcome.notes:
+        _emit(note, err=True)
+    if outcome.code:
+        raise typer.Exit(outcome.code)
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record to the standard error of the moment (looked up when it is emitted)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001  (logging's own convention)
+            self.handleError(record)
+
+
+def _configure_logging(ctx: typer.Context, *, verbose: bool) -> None:
+    """The ``ledger`` logger's JSON lines on stderr: INFO with ``--verbose``, else WARNING."""
+    logger = logging.getLogger("ledger")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.addHandler(handler)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    ctx.call_on_close(restore)
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser() or FALLBACK_ACTOR
+    except (OSError, KeyError, ImportError):
+        return FALLBACK_ACTOR
+
+
+# -- the callback: global options ----------------------------------------------------------------
+
+
+@app.callback()
+def callback(
+    ctx: typer.Context,
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            envvar="LEDGER_STORE",
+            metavar="URL",
+            help="The ledger's store: sqlite:///path.db or postgresql://user@host:port/db?schema=name.",
+        ),
+    ] = DEFAULT_STORE,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            envvar="LEDGER_REMOTE",
+            metavar="URL",
+            help="The index remote: a path, file://, git:// or http(s):// URL.",
+        ),
+    ] = None,
+    branch: Annotated[
+        str,
+        typer.Option("--branch", envvar="LEDGER_BRANCH", metavar="NAME", help="The index branch."),
+    ] = DEFAULT_BRANCH,
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            envvar="LEDGER_ACTOR",
+            metavar="NAME",
+            help="Who asks for the change (default: the login name).",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Log each step as a JSON line on stderr."),
+    ] = False,
+) -> None:
+    """Record every publication as an event; audit, explain and repair the index from them."""
+    _configure_logging(ctx, verbose=verbose)
+    settings = Settings.from_env(store=store, remote=remote or None, branch=branch)
+    session = Session(settings, actor or _default_actor(), json_output=json_output)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+# -- registry changes ---------------------------------------------------------------------------
+
+
+def read_line_input(source: str) -> bytes:
+    """One cargo index line from a file or ``-`` (stdin), or Invalid saying why it cannot be read."""
+    limit = MAX_LINE_BYTES + 2  # a line and its CRLF
+    name = "standard input" if source == "-" else f"file {source!r}"
+    try:
+        if source == "-":
+            data = typer.get_binary_stream("stdin").read(limit + 1)
+        else:
+            with Path(source).open("rb") as handle:
+                data = handle.read(limit + 1)
+    except OSError as exc:
+        msg = f"cannot read {name}: {exc.strerror or exc}"
+        raise Invalid(msg, source=source) from None
+    if len(data) > limit:
+        msg = f"{name} holds more than {MAX_LINE_BYTES} bytes, the limit of one index line"
+        raise InvalidLine(msg, source=source)
+    line = data.strip(b" \t\r\n")
+    if not line:
+        msg = f"{name} is empty: expected one cargo index line (a JSON object)"
+        raise InvalidLine(msg, source=source)
+    lines = sum(1 for part in line.split(b"\n") if part.strip())
+    if lines > 1:
+        msg = f"{name} holds {lines} lines: publish takes exactly one cargo index line"
+        raise InvalidLine(msg, source=source)
+    return line
+
+
+def _receipt(receipt: Receipt, verb: str) -> Outcome:
+    text = (
+        f"{verb} {receipt.crate} {receipt.version}: log position {receipt.position}, index job {receipt.job}"
+    )
+    return Outcome({"ok": True, **receipt.to_dict()}, text)
+
+
+@app.command()
+def init(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Create the store's tables and views; safe to run twice."""
+
+    def action(s: Session) -> Outcome:
+        position = s.ledger().views.catch_up()
+        store = redact(s.settings.store)
+        document = {"ok": True, "store": store, "position": position}
+        return Outcome(document, f"store {store} is ready: views at log position {position}")
+
+    _run(ctx, json_output, action)
+
+
+@app.command()
+def publish(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="FILE|-", help="A file holding one cargo index line, or - for stdin.")
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Record a publish from one cargo index line (a JSON object)."""
+
+    def action(s: Session) -> Outcome:
+        line = read_line_input(source)
+        return _receipt(s.ledger().publish(line, s.actor), "published")
+
+    _run(ctx, json_output, action)
+
+
+@app.command()
+def yank(ctx: typer.Context, crate: CrateArg, version: VersionArg, json_output: JsonFlag = False) -> None:
+    """Record a yank: the version stays in the index, marked yanked."""
+    _run(ctx, json_output, lambda s: _receipt(s.ledger().yank(crate, version, s.actor), "yanked"))
+
+
+@app.command()
+def unyank(ctx: typer.Context, crate: CrateArg, version: VersionArg, json_output: JsonFlag = False) -> None:
+    """Record an unyank of a yanked version."""
+    _run(ctx, json_output, lambda s: _receipt(s.ledger().unyank(crate, version, s.actor), "unyanked"))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    crate: CrateArg,
+    version: VersionArg,
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why the version is removed.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Record an admin removal: the version's line must leave the index."""
+    _run(
+        ctx,
+        json_output,
+        lambda s: _receipt(s.ledger().delete(crate, version, s.actor, reason), "deleted"),
+    )
+
+
+# -- explaining ---------------------------------------------------------------------------------
+
+
+def _events(records: list[dict[str, Any]]) -> Outcome:
+    from ledger.history import summary
+
+    text = "\n".join(summary(r) for r in records)
+    notes = () if records else ("no events",)
+    return Outcome({"ok": True, "events": records}, text, notes)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(metavar="CRATE[@VERSION]", help="A crate, or one version.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Every event of a crate (or one version) and of its index jobs, in log order."""
+    crate, at_sign, version = subject.partition("@")
+
+    def action(s: Session) -> Outcome:
+        return _events(s.ledger().history(crate, version if at_sign else None))
+
+    _run(ctx, json_output, action)
+
+
+@app.command()
+def timeline(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="TIME", help="From this time (ISO 8601; UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", metavar="TIME", help="Up to this time (ISO 8601; UTC).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Every event between two times, in log order."""
+
+    def action(s: Session) -> Outcome:
+        start = parse_time(since, option="--since") if since is not None else None
+        end = parse_time(until, option="--until") if until is not None else None
+        if start is not None and end is not None and start > end:
+            msg = f"--since {since!r} is after --until {until!r}"
+            raise Invalid(msg, option="--since", value=since)
+        return _events(s.ledger().timeline(start, end))
+
+    _run(ctx, json_output, action)
+
+
+# -- auditing -----------------------------------------------------------------------------------
+
+
+def _as_of(moment: int | datetime | None) -> AsOf | None:
+    from ledger.api import AsOf
+
+    if moment is None:
+        return None
+    if isinstance(moment, int):
+        return AsOf(position=moment)
+    return AsOf(time=moment)
+
+
+def _audit_outcome(report: AuditReport) -> Outcome:
+    from projections.consistency import iso
+
+    counts = ", ".join(f"{cls} {n}" for cls, n in report.counts.items())
+    state = "in sync" if report.consistent else "OUT OF SYNC"
+    lines = [
+        f"{state} at log position {report.position} as of {iso(report.as_of)} "
+        f"(grace {report.grace:g}s): {counts}"
+    ]
+    lines += [
+        f"{d.cls:<16} {d.crate} {d.version}  since {iso(d.since)}  job {d.job or '-'}"
+        for d in report.discrepancies
+    ]
+    if report.scan is not None:
+        lines.append(f"scan: {json.dumps(report.scan, default=str)}")
+    return Outcome(report.to_dict(), "\n".join(lines), code=0 if report.consistent else 1)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    scan: Annotated[
+        bool, typer.Option("--scan", help="Also read the real index and compare it with the database.")
+    ] = False,
+    grace: Annotated[
+        str,
+        typer.Option("--grace", metavar="DURATION", help="How long a job may stay open before it pages."),
+    ] = DEFAULT_GRACE,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME|POSITION", help="Answer as of a past time or log position."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Every out-of-sync version, now or as of a past moment; exit 1 unless in sync."""
+
+    def action(s: Session) -> Outcome:
+        grace_s = parse_duration(grace, option="--grace")
+        moment = parse_moment(at, option="--at") if at is not None else None
+        if scan:
+            return _audit_outcome(_scan(s, grace_s, moment))
+        return _audit_outcome(s.ledger().audit(grace=grace_s, at=_as_of(moment)))
+
+    _run(ctx, json_output, action)
+
+
+# -- audit --scan: reading the real index -------------------------------------------------------
+
+
+def _scan(session: Session, grace: float, moment: int | datetime | None) -> AuditReport:
+    """Scan the real index through the ledger, then audit now with the scan's summary attached."""
+    if not session.settings.remote:
+        msg = "audit --scan needs an index remote (--remote or LEDGER_REMOTE)"
+        raise Invalid(msg, option="--scan")
+    if moment is not None:
+        msg = "audit --scan reads the index as it is now and cannot be combined with --at"
+        raise Invalid(msg, option="--scan")
+    ledger = session.ledger()
+    scan_index = getattr(ledger, "scan_index", None)
+    if scan_index is None:
+        msg = "audit --scan is unavailable: this ledger cannot scan an index"
+        raise Invalid(msg, option="--scan")
+    scanned = scan_index()
+    summary = getattr(scanned, "to_dict", None)
+    return replace(ledger.audit(grace=grace), scan=summary() if summary is not None else None)
+
+
+# -- maintenance --------------------------------------------------------------------------------
+
+
+@app.command()
+def rebuild(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Drop every view and rebuild it from the events."""
+
+    def action(s: Session) -> Outcome:
+        position = s.ledger().rebuild()
+        return Outcome(
+            {"ok": True, "position": position}, f"rebuilt every view up to log position {position}"
+        )
+
+    _run(ctx, json_output, action)
+
+
+@app.command()
+def verify(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Walk the events' hash chain; exit 1 naming the first broken link."""
+
+    def action(s: Session) -> Outcome:
+        report = s.ledger().verify()
+        broken = report.broken
+        document = {
+            "ok": report.ok,
+            "events": report.events,
+            "head": report.head,
+            "broken": broken.to_dict() if broken is not None else None,
+        }
+        if broken is None:
+            return Outcome(document, f"chain holds: {report.events} events, head {report.head[:12]}")
+        text = (
+            f"chain broken at log position {broken.position}: {broken.problem} "
+            f"({report.events} events verified before it)"
+        )
+        return Outcome(document, text, code=1)
+
+    _run(ctx, json_output, action)
+
+
+@app.command()
+def metrics(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Prometheus text exposition of counts, ages and lag."""
+
+    def action(s: Session) -> Outcome:
+        from projections.metrics import collect, exposition
+
+        found = collect(s.ledger())
+        document = {"ok": True, "metrics": [m.to_dict() for m in found]}
+        return Outcome(document, exposition(found).rstrip("\n"))
+
+    _run(ctx, json_output, action)
+
+
+def main() -> None:
+    """The ``ledger`` console script."""
+    app(prog_name="ledger")

@@ -1,0 +1,129 @@
+"""Prometheus text exposition of the ledger's counts, ages and lag, read from the views.
+
+Every metric is a gauge named ``ledger_*``. The projection lag is measured before the views are
+caught up (it says how far behind they were when scraped); every other figure is read after, so
+it describes the whole log.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from projections.consistency import CLASSES
+from projections.schema import DEFAULT_GRACE_S
+
+if TYPE_CHECKING:
+    from ledger.api import Ledger
+
+VERSION_STATES = ("published", "yanked", "deleted")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family: its name, help text and samples (labels, value)."""
+
+    name: str
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    type: str = "gauge"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "help": self.help,
+            "type": self.type,
+            "samples": [{"labels": labels, "value": value} for labels, value in self.samples],
+        }
+
+
+def collect(ledger: Ledger, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
+    """Every metric, from the views (caught up after the lag is measured)."""
+    lag = ledger.views.lag()
+    report = ledger.audit(grace=grace)
+    now = report.as_of
+    db = ledger.db
+
+    counts = report.counts
+    pending = [d.since for d in report.discrepancies if d.cls == "pending"]
+    by_state = dict.fromkeys(VERSION_STATES, 0)
+    for state, count in db.query("SELECT state, COUNT(*) FROM view_versions GROUP BY state ORDER BY state"):
+        by_state[str(state)] = int(count)
+    open_jobs, oldest_job = db.query("SELECT COUNT(*), MIN(enqueued_at) FROM view_jobs WHERE state = 'open'")[
+        0
+    ]
+    last_push = db.query("SELECT MAX(updated_at) FROM view_index_files WHERE source = 'push'")[0][0]
+
+    return [
+        Metric(
+            "ledger_versions_out_of_sync",
+            "Versions out of sync between the registry and the index, by consistency class.",
+            [({"class": cls}, counts[cls]) for cls in CLASSES],
+        ),
+        Metric(
+            "ledger_versions_total",
+            "Versions the registry recorded, by state.",
+            [({"state": state}, count) for state, count in by_state.items()],
+        ),
+        Metric(
+            "ledger_oldest_pending_age_seconds",
+            "Age of the oldest pending version's open job (0 when nothing is pending).",
+            [({}, max(0.0, now - min(pending)) if pending else 0.0)],
+        ),
+        Metric("ledger_queue_depth", "Open index sync jobs.", [({}, int(open_jobs))]),
+        Metric(
+            "ledger_oldest_open_job_age_seconds",
+            "Age of the oldest open index sync job (0 when the queue is empty).",
+            [({}, max(0.0, now - float(oldest_job)) if oldest_job is not None else 0.0)],
+        ),
+        Metric(
+            "ledger_projection_lag_events",
+            "Log positions the views were behind the event log when scraped.",
+            [({}, lag)],
+        ),
+        Metric(
+            "ledger_last_confirmed_push_timestamp_seconds",
+            "Time of the last push confirmed by reading the remote back (0 when none).",
+            [({}, float(last_push) if last_push is not None else 0.0)],
+        ),
+        Metric("ledger_log_position", "The last position in the event log.", [({}, ledger.views.head())]),
+    ]
+
+
+def exposition(metrics: Iterable[Metric]) -> str:
+    """The Prometheus text exposition format (version 0.0.4) of these metrics."""
+    lines: list[str] = []
+    for metric in metrics:
+        lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
+        lines.append(f"# TYPE {metric.name} {metric.type}")
+        for labels, value in metric.samples:
+            shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+            lines.append(
+                f"{metric.name}{{{shown}}} {_number(value)}" if shown else f"{metric.name} {_number(value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def render_metrics(ledger: Ledger) -> str:
+    """The ledger's metrics as Prometheus text."""
+    return exposition(collect(ledger))
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

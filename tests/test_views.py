@@ -1,0 +1,301 @@
+"""Views: rebuilt equals incremental (also across a crash), time travel, and the events' hash chain."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from ledger.api import AsOf, Ledger
+from ledger.application import Receipt
+from ledger.bootstrap import open_ledger
+from ledger.names import collision_key, index_path
+from ledger.ports import Database
+from ledger.settings import Settings, StoreURL
+from ledger.stores.events import EVENTS_TABLE, POSITION
+from projections import views
+from projections.runner import ProjectionError, ViewRunner
+from projections.schema import VIEW_TABLES
+
+ACTOR = "alice"
+REMOTE = "git://127.0.0.1/index.git"
+LineFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def ledger(store_url: str) -> Iterator[Ledger]:
+    with open_ledger(Settings(store=store_url)) as opened:
+        yield opened
+
+
+def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every view table, in a stable order."""
+    return {table: sorted(db.query(f"SELECT * FROM {table}"), key=repr) for table in VIEW_TABLES}
+
+
+# -- playing the index side: the events a worker and a scan would record ------------------------
+
+
+def _commit() -> str:
+    return (uuid4().hex + uuid4().hex)[:40]
+
+
+def sync(ledger: Ledger, receipt: Receipt, *, complete: bool = True) -> int:
+    """Record an attempt, a confirmed push of the crate's whole file and (optionally) completion."""
+    ledger.views.catch_up()
+    rows = ledger.db.query(
+        "SELECT version, vers_key, state, digest FROM view_versions "
+        "WHERE crate_key = ? AND state <> 'deleted' ORDER BY seq",
+        (collision_key(receipt.crate),),
+    )
+    job = ledger.app.get_job(receipt.job)
+    commit = _commit()
+    job.attempted(
+        remote=REMOTE,
+        branch="master",
+        commit=commit,
+        parent=None,
+        reported="ok",
+        message=None,
+        worker="test",
+        batch=1,
+    )
+    job.confirmed(
+        crate=receipt.crate,
+        commit=commit,
+        remote_head=commit,
+        method="read-back",
+        path=index_path(receipt.crate),
+        entries=[[v, k, s == "yanked", d] for v, k, s, d in rows],
+    )
+    if complete:
+        job.completed(commit=commit)
+    return ledger.app.save_jobs([job])
+
+
+def fail(ledger: Ledger, receipt: Receipt) -> int:
+    """Record a push that reported success but could not be confirmed."""
+    job = ledger.app.get_job(receipt.job)
+    job.attempted(
+        remote=REMOTE,
+        branch="master",
+        commit=_commit(),
+        parent=None,
+        reported="no_status",
+        message=None,
+        worker="test",
+        batch=1,
+    )
+    job.failed(reason="unconfirmed", detail="the remote head did not move", remote_head=None, next_retry=None)
+    return ledger.app.save_jobs([job])
+
+
+def abandon(ledger: Ledger, receipt: Receipt) -> int:
+    """Record a job given up: its change never reaches the index."""
+    job = ledger.app.get_job(receipt.job)
+    job.abandoned(reason="deleted from the queue by hand")
+    return ledger.app.save_jobs([job])
+
+
+def scan(ledger: Ledger, crate: str, entries: list[list[Any]]) -> int:
+    """Record a scan of the real index that found ``crate``'s file holding ``entries``."""
+    remote = ledger.app.remote(REMOTE)
+    remote.scanned(
+        branch="master",
+        head=_commit(),
+        base_position=ledger.views.head(),
+        files=1,
+        changed_files=1,
+        observed={collision_key(crate): [crate, index_path(crate), entries]},
+        discrepancies=[{"crate": crate, "class": "phantom"}],
+    )
+    return ledger.app.save_jobs([remote])
+
+
+def scenario(ledger: Ledger, line: LineFactory, after_each: Callable[[], object]) -> None:
+    """Every kind of event: publishes, yanks, deletes, jobs synced, failed, abandoned, and a scan."""
+    steps: list[Callable[[], object]] = []
+    receipts: dict[str, Receipt] = {}
+
+    def publish(name: str, vers: str) -> None:
+        receipts[f"{name} {vers}"] = ledger.publish(line(name, vers), ACTOR)
+
+    steps += [
+        lambda: publish("kaze", "0.1.5"),
+        lambda: sync(ledger, receipts["kaze 0.1.5"]),
+        lambda: publish("kaze", "0.1.6"),
+        lambda: publish("wasmer-runtime-core", "0.14.0"),
+        lambda: fail(ledger, receipts["wasmer-runtime-core 0.14.0"]),
+        lambda: publish("wasmer-win-exception-handler", "0.14.0"),
+        lambda: abandon(ledger, receipts["wasmer-win-exception-handler 0.14.0"]),
+        lambda: sync(ledger, receipts["kaze 0.1.6"]),
+        lambda: receipts.__setitem__("yank", ledger.yank("kaze", "0.1.5", ACTOR)),
+        lambda: sync(ledger, receipts["yank"], complete=False),
+        lambda: ledger.delete("kaze", "0.1.6", ACTOR, "malware"),
+        lambda: ledger.publish_many([(1, line("serde", "1.0.0")), (2, line("serde", "1.0.1"))], ACTOR),
+        lambda: scan(ledger, "ghost", [["0.1.0", "0.1.0", False, "0" * 64]]),
+    ]
+    for step in steps:
+        step()
+        after_each()
+
+
+class TestRebuild:
+    def test_rebuild_equals_the_incrementally_built_views(self, ledger: Ledger, line: LineFactory) -> None:
+        """Views caught up in small batches after every step equal, row for row, views rebuilt from zero."""
+        small = ViewRunner(ledger.app, ledger.db, batch_size=2)
+        scenario(ledger, line, small.catch_up)
+        incremental = dump(ledger.db)
+        assert all(incremental[t] for t in VIEW_TABLES), "the scenario fills every view"
+        assert ledger.rebuild() == ledger.views.head()
+        assert dump(ledger.db) == incremental
+
+    def test_a_crash_between_batches_loses_and_repeats_nothing(
+        self, ledger: Ledger, line: LineFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch that fails leaves the views at the last whole batch; continuing equals a rebuild."""
+        scenario(ledger, line, lambda: None)
+        runner = ViewRunner(ledger.app, ledger.db, batch_size=3)
+        runner.drop_tables()
+        runner.create_tables()
+        assert runner.catch_up(until=6) == 6  # two whole batches only
+        before_crash = dump(ledger.db)
+
+        flush = views.ViewBatch.flush
+
+        def flush_then_crash(batch: views.ViewBatch, cursor: Any) -> None:
+            flush(batch, cursor)
+            raise RuntimeError("power cut")
+
+        monkeypatch.setattr(views.ViewBatch, "flush", flush_then_crash)
+        with pytest.raises(ProjectionError, match="log position 7"):
+            runner.catch_up()
+        monkeypatch.undo()
+        assert runner.position() == 6
+        assert dump(ledger.db) == before_crash
+
+        assert ViewRunner(ledger.app, ledger.db, batch_size=3).catch_up() == ledger.views.head()
+        continued = dump(ledger.db)
+        ledger.rebuild()
+        assert dump(ledger.db) == continued
+
+    def test_two_runners_apply_each_event_once(self, ledger: Ledger, line: LineFactory) -> None:
+        """Two runners catching up the same store in turns end with the same views as one rebuild."""
+        first = ViewRunner(ledger.app, ledger.db, batch_size=2)
+        second = ViewRunner(ledger.app, ledger.db, batch_size=5)
+        turn = iter([first, second] * 50)
+        scenario(ledger, line, lambda: next(turn).catch_up())
+        together = dump(ledger.db)
+        ledger.rebuild()
+        assert dump(ledger.db) == together
+
+
+class TestTimeTravel:
+    def test_audit_at_a_past_position_shows_what_was_true_then(
+        self, ledger: Ledger, line: LineFactory
+    ) -> None:
+        """A version lost today was pending at the position of its publish."""
+        receipt = ledger.publish(line("kaze", "0.1.6"), ACTOR)
+        abandon(ledger, receipt)
+        now = ledger.audit()
+        assert [(d.crate, d.version, d.cls) for d in now.discrepancies] == [("kaze", "0.1.6", "lost")]
+        assert not now.consistent
+
+        then = ledger.audit(at=AsOf(position=receipt.position))
+        assert then.position == receipt.position
+        assert [(d.crate, d.version, d.cls, d.job) for d in then.discrepancies] == [
+            ("kaze", "0.1.6", "pending", str(receipt.job))
+        ]
+        assert then.consistent
+
+    def test_audit_at_a_past_time_shows_what_was_true_then(self, ledger: Ledger, line: LineFactory) -> None:
+        """Before a push was confirmed the version was pending; after it, nothing is out of sync."""
+        receipt = ledger.publish(line("kaze", "0.1.6"), ACTOR)
+        time.sleep(0.01)
+        between = datetime.now(UTC)
+        time.sleep(0.01)
+        sync(ledger, receipt)
+        assert ledger.audit().discrepancies == []
+        then = ledger.audit(at=AsOf(time=between))
+        assert then.position == receipt.position
+        assert [(d.version, d.cls) for d in then.discrepancies] == [("0.1.6", "pending")]
+
+    def test_audit_as_of_the_past_leaves_the_views_alone(self, ledger: Ledger, line: LineFactory) -> None:
+        """Asking about the past does not move or change the store's own views."""
+        receipt = ledger.publish(line("kaze", "0.1.6"), ACTOR)
+        sync(ledger, receipt)
+        ledger.views.catch_up()
+        before = dump(ledger.db)
+        ledger.audit(at=AsOf(position=1))
+        assert dump(ledger.db) == before
+
+
+class TestVerify:
+    @staticmethod
+    def table(store_url: str) -> tuple[str, str]:
+        """The event table (schema-qualified on PostgreSQL) and its position column."""
+        url = StoreURL.parse(store_url)
+        table, position = EVENTS_TABLE[url.kind], POSITION[url.kind]
+        return (f"{url.schema}.{table}" if url.schema else table), position
+
+    @staticmethod
+    def three_publishes(ledger: Ledger, line: LineFactory) -> None:
+        for vers in ("0.1.4", "0.1.5", "0.1.6"):
+            ledger.publish(line("kaze", vers), ACTOR)
+
+    def test_an_untouched_ledger_verifies(self, ledger: Ledger, line: LineFactory) -> None:
+        """The chain holds over every event of a ledger nobody edited."""
+        self.three_publishes(ledger, line)
+        report = ledger.verify()
+        assert report.ok
+        assert report.broken is None
+        assert report.events == ledger.views.head() == 7
+
+    def test_an_empty_ledger_verifies(self, ledger: Ledger) -> None:
+        """A ledger without events has an intact, empty chain."""
+        report = ledger.verify()
+        assert (report.ok, report.events) == (True, 0)
+
+    def test_an_edited_event_is_named(self, ledger: Ledger, line: LineFactory, store_url: str) -> None:
+        """Changing one stored event's state behind the ledger's back breaks the chain at its position."""
+        self.three_publishes(ledger, line)
+        table, position = self.table(store_url)
+        with ledger.db.transaction() as cur:
+            cur.execute(f"UPDATE {table} SET state = ? WHERE {position} = 3", (b'{"forged": true}',))
+        report = ledger.verify()
+        assert report.broken is not None
+        assert report.broken.position == 3
+        assert "edited" in report.broken.problem
+        assert report.events == 2
+
+    def test_a_deleted_event_is_named(self, ledger: Ledger, line: LineFactory, store_url: str) -> None:
+        """Deleting one stored event breaks the chain at the deleted position."""
+        self.three_publishes(ledger, line)
+        table, position = self.table(store_url)
+        with ledger.db.transaction() as cur:
+            cur.execute(f"DELETE FROM {table} WHERE {position} = 3")
+        report = ledger.verify()
+        assert report.broken is not None
+        assert (report.broken.position, report.broken.problem) == (3, "event deleted: its link remains")
+
+    def test_an_inserted_event_is_named(self, ledger: Ledger, line: LineFactory, store_url: str) -> None:
+        """An event inserted behind the ledger's back has no link, and its position is named."""
+        self.three_publishes(ledger, line)
+        head = ledger.views.head()
+        table, position = self.table(store_url)
+        with ledger.db.transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+                f"SELECT originator_id, originator_version + 1000, topic, state FROM {table} "
+                f"WHERE {position} = 3"
+            )
+        report = ledger.verify()
+        assert report.broken is not None
+        assert (report.broken.position, report.broken.problem) == (
+            head + 1,
+            "event inserted: no link recorded",
+        )
