@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,13 +61,15 @@ def connect(url: StoreURL) -> Database:
 
 
 def index_dir(settings: Settings) -> Path:
-    """Where the bare local clone of the index lives: beside a SQLite store, or as configured."""
+    """Where the bare local clone lives: as configured, beside a SQLite store, else in the user's cache."""
     if settings.index_dir is not None:
         return settings.index_dir
     url = settings.store_url
     if url.kind == "sqlite" and url.path is not None:
         return url.path.with_name(url.path.name + ".index.git")
-    return Path("ledger-index.git")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ledger"
+    key = hashlib.sha256(f"{url.redacted}\n{redact(settings.remote or '')}".encode()).hexdigest()[:16]
+    return cache / f"index-{key}.git"
 
 
 def open_index(settings: Settings) -> GitIndex:

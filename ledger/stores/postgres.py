@@ -109,14 +109,36 @@ class PostgresDatabase:
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
-            self._conn = psycopg.connect(conninfo(url), autocommit=True)
-            if url.schema:
-                self._conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
-                self._conn.execute(SQL("SET search_path TO {}").format(Identifier(url.schema)))
+            conn = psycopg.connect(conninfo(self.url), autocommit=True)
+            if self.url.schema:
+                conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.url.schema)))
+                conn.execute(SQL("SET search_path TO {}").format(Identifier(self.url.schema)))
         except psycopg.Error as exc:
-            msg = f"cannot reach the PostgreSQL store {url.redacted}: {redact(str(exc)).strip()}"
-            raise StoreUnavailable(msg) from exc
+            raise self._unavailable(exc, connecting=True) from exc
+        return conn
+
+    def _unavailable(self, exc: Exception, *, connecting: bool = False) -> StoreUnavailable:
+        text = " ".join(redact(str(exc)).split())
+        if connecting:
+            return StoreUnavailable(f"cannot reach the PostgreSQL store {self.url.redacted}: {text}")
+        return StoreUnavailable(f"the PostgreSQL store {self.url.redacted} failed: {text}")
+
+    def _live(self) -> psycopg.Connection[Any]:
+        """The connection, replaced by a new one when the server dropped the old (a restart)."""
+        if not self._conn.closed and not self._conn.broken:
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.OperationalError:
+                pass
+            else:
+                return self._conn
+        self._conn.close()
+        self._conn = self._connect()
+        return self._conn
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -133,24 +155,29 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[_Cursor]:
+        conn = self._live()
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            with conn.transaction(), conn.cursor() as cur:
                 yield _Cursor(cur)
         except psycopg.OperationalError as exc:
-            msg = f"the PostgreSQL store {self.url.redacted} failed: {redact(str(exc)).strip()}"
-            raise StoreUnavailable(msg) from exc
+            raise self._unavailable(exc) from exc
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._conn.cursor() as cur:
-                cur.execute(self._sql(sql), params)
-                return cur.fetchall() if cur.description else []
-        except psycopg.OperationalError as exc:
-            msg = f"the PostgreSQL store {self.url.redacted} failed: {redact(str(exc)).strip()}"
-            raise StoreUnavailable(msg) from exc
+        """One statement in autocommit; after a dropped connection it is sent once more on a new one."""
+        for attempt in (1, 2):
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute(self._sql(sql), params)
+                    return cur.fetchall() if cur.description else []
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not (self._conn.closed or self._conn.broken):
+                    raise self._unavailable(exc) from exc
+                self._live()
+        raise AssertionError("unreachable")
 
     def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10000) -> Iterator[tuple[Any, ...]]:
-        with self._conn.transaction(), self._conn.cursor(name=f"ledger_{uuid4().hex}") as cur:
+        conn = self._live()
+        with conn.transaction(), conn.cursor(name=f"ledger_{uuid4().hex}") as cur:
             cur.itersize = size
             cur.execute(self._sql(sql), params)
             yield from cur
