@@ -30,6 +30,9 @@ from projections.schema import DEFAULT_GRACE_S
 
 if TYPE_CHECKING:
     from ledger.git_index import GitIndex
+    from ledger.importer import ImportResult
+    from ledger.repair import RepairResult
+    from ledger.scan import ScanResult
     from ledger.worker import PassResult, WorkerOptions
 
 
@@ -96,6 +99,12 @@ class Ledger:
         **options: Any,
     ) -> BulkResult:
         return self.app.publish_many(lines, actor, **options)
+
+    def import_index(self, source: str) -> ImportResult:
+        """Adopt an existing cargo index: one publish per line found, confirmed against it."""
+        from ledger.importer import import_index
+
+        return import_index(self, source)
 
     def yank(self, crate: str, version: str, actor: str) -> Receipt:
         return self.app.yank(crate, version, actor)
@@ -184,6 +193,10 @@ class Ledger:
     def _audit_as_of(self, at: AsOf, grace: float) -> AuditReport:
         from ledger.stores.sqlite import SQLiteDatabase
 
+        head = self.views.head()
+        if at.position is not None and not 0 <= at.position <= head:
+            msg = f"log position {at.position} is not in the log (positions 0 to {head})"
+            raise Invalid(msg, position=at.position)
         past = SQLiteDatabase(None)
         try:
             runner = ViewRunner(self.app, past, batch_size=5000)
@@ -200,6 +213,27 @@ class Ledger:
             return audit(past, now=now, grace=grace, position=position)
         finally:
             past.close()
+
+    def scan_index(self) -> ScanResult:
+        """Read the real index, record what it holds (``IndexScanned``) and what differs."""
+        from ledger.scan import scan_index
+
+        return scan_index(self)
+
+    def audit_scan(self, *, grace: float = DEFAULT_GRACE_S) -> AuditReport:
+        """Scan the real index, then audit now; the report carries the scan's summary."""
+        from dataclasses import replace
+
+        scanned = self.scan_index()
+        return replace(self.audit(grace=grace), scan=scanned.to_dict())
+
+    def repair(
+        self, *, dry_run: bool = False, remove_phantoms: bool = False, actor: str | None = None
+    ) -> RepairResult:
+        """Make the real index equal to the database view, in one confirmed commit."""
+        from ledger.repair import repair
+
+        return repair(self, dry_run=dry_run, remove_phantoms=remove_phantoms, actor=actor)
 
     def rebuild(self) -> int:
         """Drop every view and rebuild it from the events; returns the position reached."""

@@ -9,14 +9,15 @@ it never waits on git.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
 
 from ledger.domain import Crate, IndexRemote, SyncJob
 from ledger.errors import AlreadyPublished, Invalid, InvalidLine, LedgerError, StoreUnavailable
@@ -26,7 +27,11 @@ from ledger.names import validate_name
 from ledger.settings import redact
 from ledger.versions import parse_version
 
+T = TypeVar("T")
+
 SAVE_RETRIES = 5
+LOOKAHEAD = 1000
+"""Lines the batched path reads ahead, to ask the store about their crates in one query."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class BulkResult:
     accepted: int = 0
     present: int = 0
     events: int = 0
+    jobs: int = 0
     position: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)
 
@@ -64,6 +70,7 @@ class BulkResult:
             "accepted": self.accepted,
             "present": self.present,
             "events": self.events,
+            "jobs": self.jobs,
             "position": self.position,
             "refused": [{"line": n, "error": e} for n, e in self.refused],
         }
@@ -78,6 +85,29 @@ class PublicationLedger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.worker_name = f"{socket.gethostname()}:{id(self):x}"
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot each saved aggregate whose version crossed a snapshot interval in this save.
+
+        The snapshot is taken of the aggregate as saved, at its newest version, instead of
+        reloading it at each multiple of the interval: one snapshot per aggregate per save,
+        and no reads, however many events a batched save holds.
+        """
+        if self.snapshots is None:
+            return
+        first: dict[UUID, int] = {}
+        for event in processing_event.events:
+            first.setdefault(event.originator_id, event.originator_version)
+        snapshots = []
+        for aggregate_id, aggregate in processing_event.aggregates.items():
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is None or aggregate_id not in first:
+                continue
+            if aggregate.version // interval > (first[aggregate_id] - 1) // interval:
+                snapshot_class: Any = getattr(type(aggregate), "Snapshot", None) or self.snapshot_class
+                snapshots.append(snapshot_class.take(aggregate))
+        if snapshots:
+            self.snapshots.put(snapshots)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -180,7 +210,8 @@ class PublicationLedger(Application[UUID]):
         for _ in range(SAVE_RETRIES):
             crate, job = change(self.find_crate(name))
             try:
-                recordings = self.save(crate, job)
+                # The job first: a reader stopping between the two sees a job, never an orphan change.
+                recordings = self.save(job, crate)
             except IntegrityError:
                 # Another publisher saved this crate first: reload and decide again.
                 continue
@@ -209,47 +240,92 @@ class PublicationLedger(Application[UUID]):
         *,
         events_per_save: int = 5000,
         keep_yanked: bool = False,
+        on_job: Callable[[SyncJob, Sequence[IndexLine]], None] | None = None,
     ) -> BulkResult:
         """Record many publishes, one job per crate per save, saved in large transactions.
 
         ``lines`` yields ``(line_number, line)``. Bad lines are refused and reported by number
         without stopping; versions already recorded count as present (a second import adds
         nothing). ``keep_yanked`` accepts lines already marked yanked (adopting an index).
+        ``on_job`` is called with each new job and the lines it carries just before the save,
+        so further events of that job (its confirmation, when the versions were read from the
+        index itself) are saved in the same transaction.
         """
         _check_actor(actor)
         result = BulkResult()
         batch = _Batch()
-        for number, raw in lines:
-            try:
-                line = raw if isinstance(raw, IndexLine) else parse_line(raw)
-                if line.yanked and not keep_yanked:
-                    msg = f"{line.name} {line.vers}: a new version cannot be published already yanked"
-                    raise InvalidLine(msg, field="yanked")
-                crate, keys = batch.crate(line.name, self.find_crate)
-                crate.check_name(line.name)
-                crate.check_can_publish(line.key, line.vers)
-                if line.key in keys:
+        for window in _windows(lines, LOOKAHEAD):
+            refused: list[tuple[int, int, str]] = []
+            parsed: list[tuple[int, int, IndexLine]] = []
+            for place, (number, raw) in enumerate(window):
+                try:
+                    line = raw if isinstance(raw, IndexLine) else parse_line(raw)
+                    if line.yanked and not keep_yanked:
+                        msg = f"{line.name} {line.vers}: a new version cannot be published already yanked"
+                        raise InvalidLine(msg, field="yanked")
+                except LedgerError as exc:
+                    refused.append((place, number, exc.message))
+                    continue
+                parsed.append((place, number, line))
+            known = self._find_crates((line.name for _, _, line in parsed), batch)
+            for place, number, line in parsed:
+                try:
+                    crate, keys = batch.crate(line.name, known)
+                    crate.check_name(line.name)
+                    crate.check_can_publish(line.key, line.vers)
+                    if line.key in keys:
+                        result.present += 1
+                        continue
+                except AlreadyPublished:
                     result.present += 1
                     continue
-            except AlreadyPublished:
-                result.present += 1
-                continue
-            except StoreUnavailable:
-                raise
-            except LedgerError as exc:
-                result.refused.append((number, exc.message))
-                continue
-            batch.add(crate, keys, line)
-            result.accepted += 1
-            if batch.size >= events_per_save:
-                self._save_batch(batch, actor, result)
-                batch = _Batch()
+                except LedgerError as exc:
+                    refused.append((place, number, exc.message))
+                    continue
+                batch.add(crate, keys, line)
+                result.accepted += 1
+                if batch.size >= events_per_save:
+                    self._save_batch(batch, actor, result, on_job)
+                    batch = _Batch()
+            result.refused += [(number, message) for _, number, message in sorted(refused)]
         if batch.size:
-            self._save_batch(batch, actor, result)
+            self._save_batch(batch, actor, result, on_job)
         return result
 
-    def _save_batch(self, batch: _Batch, actor: str, result: BulkResult) -> None:
+    def _find_crates(self, names: Iterable[str], batch: _Batch) -> dict[UUID, Crate | None]:
+        """The crates of these names: the batch's own, else the store's (None for a new one).
+
+        The store is asked once which of them exist; only those are loaded.
+        """
+        ids: dict[UUID, str] = {}
+        found: dict[UUID, Crate | None] = {}
+        last = ""
+        for name in names:
+            if name != last:
+                crate_id = Crate.create_id(name)
+                if crate_id in batch.lines:
+                    found[crate_id] = batch.lines[crate_id][0]
+                else:
+                    ids.setdefault(crate_id, name)
+                last = name
+        existing = getattr(self.recorder, "existing_ids", None)
+        try:
+            present = set(existing(list(ids))) if existing is not None else set(ids)
+        except PersistenceError as exc:
+            raise _store_error(exc) from exc
+        for crate_id, name in ids.items():
+            found[crate_id] = self.find_crate(name) if crate_id in present else None
+        return found
+
+    def _save_batch(
+        self,
+        batch: _Batch,
+        actor: str,
+        result: BulkResult,
+        on_job: Callable[[SyncJob, Sequence[IndexLine]], None] | None = None,
+    ) -> None:
         aggregates: list[Aggregate] = []
+        events: list[Any] = []
         for crate, lines in batch.lines.values():
             job = SyncJob(
                 crate=crate.name,
@@ -267,15 +343,38 @@ class PublicationLedger(Application[UUID]):
                     actor=actor,
                     job=job.id,
                 )
-            aggregates += (crate, job)
+            # The job first: a reader stopping between the two sees a job, never an orphan change;
+            # what ``on_job`` adds to the job comes after the change it is about.
+            events += job.collect_events()
+            events += crate.collect_events()
+            if on_job is not None:
+                on_job(job, lines)
+                events += job.collect_events()
+            aggregates += (job, crate)
+        result.jobs += len(batch.lines)
         try:
-            recordings = self.save(*aggregates)
+            recordings = self._save_all(events, aggregates)
         except PersistenceError as exc:
             raise _store_error(exc) from exc
         result.events += len(recordings)
         if recordings:
             result.position = max(result.position, *(r.notification.id for r in recordings))
         log_step("publish_many", events=len(recordings), position=result.position)
+
+    def _save_all(self, events: list[Any], aggregates: Sequence[Aggregate]) -> list[Recording[UUID]]:
+        """``save`` of events already collected from ``aggregates``, in the order given.
+
+        The same steps as ``Application.save`` (one transaction, then snapshots), without
+        asking of every object whether it is an event or an aggregate.
+        """
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events += events
+        for aggregate in aggregates:
+            processing_event.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     # -- the index side ---------------------------------------------------------------------
 
@@ -309,12 +408,19 @@ class _Batch:
         self.lines: dict[UUID, tuple[Crate, list[IndexLine]]] = {}
         self.keys: dict[UUID, set[str]] = {}
         self.size = 0
+        self._last_name = ""
+        self._last_id = Crate.create_id("-")
 
-    def crate(self, name: str, find: Any) -> tuple[Crate, set[str]]:
-        crate_id = Crate.create_id(name)
+    def crate(self, name: str, known: dict[UUID, Crate | None]) -> tuple[Crate, set[str]]:
+        """The crate a line belongs to (from this batch, ``known``, or new) and its batch keys."""
+        if name != self._last_name:
+            self._last_name, self._last_id = name, Crate.create_id(name)
+        crate_id = self._last_id
         if crate_id in self.lines:
             return self.lines[crate_id][0], self.keys[crate_id]
-        crate = find(name) or Crate(name)
+        crate = known.get(crate_id)
+        if crate is None:
+            crate = known[crate_id] = Crate(name)
         return crate, set()
 
     def add(self, crate: Crate, keys: set[str], line: IndexLine) -> None:
@@ -322,6 +428,13 @@ class _Batch:
         self.keys.setdefault(crate.id, keys).add(line.key)
         entry[1].append(line)
         self.size += 1 + (len(entry[1]) == 1)
+
+
+def _windows(lines: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``lines`` in lists of up to ``size``."""
+    source = iter(lines)
+    while window := list(islice(source, size)):
+        yield window
 
 
 def _key(name: str, version: str) -> str:

@@ -9,7 +9,7 @@ whole file without stopping at bad lines, for scanning an existing index.
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
 import re
@@ -126,9 +126,13 @@ def _optional_crate_name(value: Any, where: str) -> None:
         _crate_name(value, where)
 
 
+# The line's version is parsed when checked and again for the IndexLine: remember the last few.
+_parse_version = functools.lru_cache(maxsize=64)(parse_version)
+
+
 def _version(value: Any, where: str) -> None:
     try:
-        parse_version(_string(value, where))
+        _parse_version(_string(value, where))
     except InvalidVersion as exc:
         raise _fail(f"{where} is not a valid version: {exc.message}", where) from exc
 
@@ -250,17 +254,18 @@ def parse_line(raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_LINE_B
     if not isinstance(obj, dict):
         raise _fail(f"the line must be a JSON object, not {type(obj).__name__}")
     _check_object(obj, _FIELDS, "")
-    obj = copy.deepcopy(obj)  # only JSON values are left, and the caller keeps its own
     try:
         rendered = _dump(obj)
     except UnicodeEncodeError as exc:
         raise _fail("the line contains a lone surrogate escape and cannot be UTF-8") from exc
     if len(rendered) > max_bytes:
         raise _fail(f"the line is {len(rendered)} bytes, more than the limit of {max_bytes}")
+    if obj is raw:
+        obj = json.loads(rendered)  # a copy: only JSON values are left, and the caller keeps its own
     return IndexLine(
         name=obj["name"],
         vers=obj["vers"],
-        version=parse_version(obj["vers"]),
+        version=_parse_version(obj["vers"]),
         cksum=obj["cksum"],
         yanked=obj["yanked"],
         fields=obj,
