@@ -1,0 +1,644 @@
+"""Scanning the real index: the crate files at the remote's head, compared with the views.
+
+A scan fetches the branch and reads the crate files in scope: every file on the first scan of
+a remote (and when the last scanned commit is not in the local clone, or very many files
+changed), later only the files changed since the last scanned head. Each file in scope is
+compared twice:
+
+- with what the ledger believes the index holds (the index view): every crate whose real file
+  differs goes into the ``IndexScanned`` event's ``observed``, so the index view, and with it
+  the audit, follows the real index;
+- with what the registry says should be there (the database view): each difference is a
+  discrepancy: ``lost``, ``phantom``, ``yank_mismatch`` or ``content_mismatch`` (unparseable
+  lines and versions written twice in one file are content mismatches).
+
+A scan records what it saw and nothing else: it never confirms a push or closes a job.
+
+Speed: a canonical index line's SHA-256 is the view's content digest (a yanked line is hashed
+with ``"yanked":true`` read as ``false``), so a file whose lines are exactly the ones the views
+expect is recognised by hashing, and only files that differ are parsed. A full scan reads each
+view in one streaming query; an incremental scan reads the views of the changed crates only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import IntegrityError
+
+from ledger.domain import IndexRemote
+from ledger.errors import InvalidLine, InvalidVersion, StoreUnavailable
+from ledger.index_format import parse_line
+from ledger.logs import log_step
+from ledger.names import collision_key, crate_from_path, index_path
+from ledger.ports import Database
+from ledger.settings import redact
+from ledger.versions import parse_version
+from projections.queries import VersionRow
+
+if TYPE_CHECKING:
+    from ledger.api import Ledger
+    from ledger.git_index import GitIndex
+
+CONFIG_PATH = "config.json"
+KEYS_PER_QUERY = 500
+INCREMENTAL_LIMIT = 5000
+"""Beyond this many changed paths a full scan, which reads blobs in bulk, is faster."""
+SAVE_RETRIES = 3
+
+_YANKED_TRUE = b'"yanked":true'
+_YANKED_FALSE = b'"yanked":false'
+
+
+# -- reading lines ------------------------------------------------------------------------------
+
+
+def line_tag(raw: bytes) -> tuple[str, bool]:
+    """The content digest and yanked flag ``raw`` has if it is a canonical index line.
+
+    A canonical line (compact JSON as the ledger writes it) holds ``"yanked":true`` or
+    ``"yanked":false`` exactly once, as its top-level field; its content digest is the SHA-256
+    of the line with ``false`` there. A digest equal to a known one therefore proves the line
+    is that version's line, byte for byte; any other line simply matches nothing.
+    """
+    if _YANKED_TRUE in raw:
+        return hashlib.sha256(raw.replace(_YANKED_TRUE, _YANKED_FALSE, 1)).hexdigest(), True
+    return hashlib.sha256(raw).hexdigest(), False
+
+
+def numbered_lines(data: bytes | None) -> list[tuple[int, bytes]]:
+    """The non-empty lines of a file, numbered from 1 (none for a missing file)."""
+    if not data:
+        return []
+    return [(number, raw) for number, raw in enumerate(data.split(b"\n"), start=1) if raw]
+
+
+def well_formed(data: bytes) -> bool:
+    """Lines each ended by a newline, none empty: the only shape the ledger writes."""
+    return data.endswith(b"\n") and not data.startswith(b"\n") and b"\n\n" not in data
+
+
+def tag(digest: str, yanked: bool) -> str:
+    return digest + ("y" if yanked else "n")
+
+
+def fingerprint(tags: list[str], *, ordered: bool) -> str | None:
+    """One digest for a file's (digest, yanked) tags; None for no lines at all."""
+    if not tags:
+        return None
+    return hashlib.sha256("\n".join(tags if ordered else sorted(tags)).encode()).hexdigest()
+
+
+def file_fingerprint(data: bytes, *, ordered: bool) -> str | None:
+    """The fingerprint of a file's lines read as canonical lines (:func:`line_tag`, inlined)."""
+    sha256 = hashlib.sha256
+    tags = []
+    for raw in data.split(b"\n"):
+        if not raw:
+            continue
+        if _YANKED_TRUE in raw:
+            tags.append(sha256(raw.replace(_YANKED_TRUE, _YANKED_FALSE, 1)).hexdigest() + "y")
+        else:
+            tags.append(sha256(raw).hexdigest() + "n")
+    return fingerprint(tags, ordered=ordered)
+
+
+@dataclass(frozen=True)
+class ReadLine:
+    """One line of a real index file as far as it could be read."""
+
+    number: int
+    raw: bytes
+    version: str | None
+    key: str | None
+    yanked: bool
+    digest: str | None
+    name: str | None
+    error: str | None = None
+    """Why the line is not a valid index line (its version may still be readable)."""
+
+    @property
+    def entry(self) -> list[Any]:
+        return [self.version, self.key, self.yanked, self.digest]
+
+
+Known = Mapping[str, tuple[str, str, str]]
+"""Content digest -> (version, version key, crate name) of lines the views know."""
+
+
+def read_line(number: int, raw: bytes, known: Known) -> ReadLine:
+    """Identify a line by its digest when the views know it, else parse it."""
+    digest, yanked = line_tag(raw)
+    hit = known.get(digest)
+    if hit is not None:
+        return ReadLine(number, raw, hit[0], hit[1], yanked, digest, hit[2])
+    try:
+        line = parse_line(raw)
+    except InvalidLine as exc:
+        salvaged = _salvage(raw)
+        if salvaged is None:
+            return ReadLine(number, raw, None, None, False, None, None, exc.message)
+        version, key, name, flag = salvaged
+        return ReadLine(number, raw, version, key, flag, hashlib.sha256(raw).hexdigest(), name, exc.message)
+    return ReadLine(number, raw, line.vers, line.key, line.yanked, line.content_digest(), line.name)
+
+
+def _salvage(raw: bytes) -> tuple[str, str, str, bool] | None:
+    """The crate, version and yanked flag of an invalid line, when they can still be read."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    name, version = obj.get("name"), obj.get("vers")
+    if not isinstance(name, str) or not isinstance(version, str):
+        return None
+    try:
+        key = parse_version(version).key
+    except InvalidVersion:
+        return None
+    return version, key, name, obj.get("yanked") is True
+
+
+# -- the views, by crate key --------------------------------------------------------------------
+
+
+@dataclass
+class Registered:
+    """The database view of one crate: its registered spelling and every version, in order."""
+
+    name: str
+    rows: list[VersionRow] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return index_path(self.name)
+
+    @property
+    def live(self) -> list[VersionRow]:
+        return [r for r in self.rows if r.state != "deleted"]
+
+
+@dataclass
+class Belief:
+    """The index view of one crate: where the ledger believes its file is and what it holds."""
+
+    crate: str
+    path: str
+    entries: dict[str, tuple[str, bool, str]] = field(default_factory=dict)
+
+
+def chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for key in keys:
+        chunk.append(key)
+        if len(chunk) >= KEYS_PER_QUERY:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def load_registered(db: Database, keys: Iterable[str], *, with_lines: bool) -> dict[str, Registered]:
+    """The database view of each crate key that has versions (a query per 500 keys)."""
+    found: dict[str, Registered] = {}
+    line = "line" if with_lines else "''"
+    for chunk in chunks(keys):
+        marks = ", ".join("?" * len(chunk))
+        rows = db.query(
+            f"SELECT crate_key, crate, version, vers_key, state, digest, {line} FROM view_versions "
+            f"WHERE crate_key IN ({marks}) ORDER BY crate_key, seq",
+            chunk,
+        )
+        for crate_key, crate, version, vers_key, state, digest, text in rows:
+            entry = found.setdefault(crate_key, Registered(crate))
+            entry.rows.append(VersionRow(version, vers_key, state, digest, text))
+    return found
+
+
+def load_beliefs(db: Database, keys: Iterable[str]) -> dict[str, Belief]:
+    """The index view of each crate key the ledger has a file for (a query per 500 keys)."""
+    found: dict[str, Belief] = {}
+    for chunk in chunks(keys):
+        marks = ", ".join("?" * len(chunk))
+        for crate_key, crate, path in db.query(
+            f"SELECT crate_key, crate, path FROM view_index_files WHERE crate_key IN ({marks})", chunk
+        ):
+            found[crate_key] = Belief(crate, path)
+        for crate_key, version, vers_key, yanked, digest in db.query(
+            "SELECT crate_key, version, vers_key, yanked, digest FROM view_index "
+            f"WHERE crate_key IN ({marks})",
+            chunk,
+        ):
+            belief = found.get(crate_key)
+            if belief is not None:
+                belief.entries[vers_key] = (version, bool(yanked), digest)
+    return found
+
+
+def known_lines(registered: Registered | None, belief: Belief | None) -> dict[str, tuple[str, str, str]]:
+    """The digests of every line the views know for one crate."""
+    known: dict[str, tuple[str, str, str]] = {}
+    if belief is not None:
+        for key, (version, _, digest) in belief.entries.items():
+            known[digest] = (version, key, belief.crate)
+    if registered is not None:
+        for row in registered.rows:
+            known[row.digest] = (row.version, row.key, registered.name)
+    return known
+
+
+def registry_fingerprints(db: Database, *, ordered: bool) -> dict[str, tuple[str, str | None]]:
+    """Every crate key of the database view: its spelling and the fingerprint of its live lines.
+
+    Ordered fingerprints follow publication order (a file's exact bytes); unordered ones only
+    the set of lines, and are aggregated by the store, a row per crate.
+    """
+    if not ordered:
+        flag = "CASE WHEN state = 'yanked' THEN 'y' ELSE 'n' END"
+        listed = _concat(db, f"CASE WHEN state <> 'deleted' THEN digest || {flag} END")
+        return {
+            crate_key: (crate, fingerprint(tags.split(","), ordered=False) if tags else None)
+            for crate_key, crate, tags in db.stream(
+                f"SELECT crate_key, MIN(crate), {listed} FROM view_versions GROUP BY crate_key"
+            )
+        }
+    found: dict[str, tuple[str, str | None]] = {}
+    current: str | None = None
+    name = ""
+    tags: list[str] = []
+    for crate_key, crate, digest, state in db.stream(
+        "SELECT crate_key, crate, digest, state FROM view_versions ORDER BY crate_key, seq"
+    ):
+        if crate_key != current:
+            if current is not None:
+                found[current] = (name, fingerprint(tags, ordered=True))
+            current, name, tags = crate_key, crate, []
+        if state != "deleted":
+            tags.append(tag(digest, state == "yanked"))
+    if current is not None:
+        found[current] = (name, fingerprint(tags, ordered=True))
+    return found
+
+
+def _belief_fingerprints(db: Database) -> dict[str, tuple[str, str | None]]:
+    """Every crate key of the index view: the path believed and the fingerprint of its entries."""
+    listed = _concat(db, "i.digest || CASE WHEN i.yanked = 1 THEN 'y' ELSE 'n' END")
+    return {
+        crate_key: (path, fingerprint(tags.split(","), ordered=False) if tags else None)
+        for crate_key, path, tags in db.stream(
+            f"SELECT f.crate_key, f.path, {listed} FROM view_index_files f "
+            "LEFT JOIN view_index i ON i.crate_key = f.crate_key GROUP BY f.crate_key, f.path"
+        )
+    }
+
+
+def _concat(db: Database, expression: str) -> str:
+    """The store's aggregate joining ``expression`` over a group with commas (NULLs skipped)."""
+    if db.dialect == "postgresql":
+        return f"string_agg({expression}, ',')"
+    return f"group_concat({expression}, ',')"
+
+
+# -- the scan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanResult:
+    """What one scan read and found; the ``IndexScanned`` event at ``position`` records it."""
+
+    head: str | None
+    files: int
+    examined: int
+    discrepancies: list[dict[str, Any]]
+    position: int
+    duration: float
+    branch: str = ""
+    full: bool = True
+    observed: int = 0
+    base_position: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "branch": self.branch,
+            "full": self.full,
+            "files": self.files,
+            "examined": self.examined,
+            "observed": self.observed,
+            "discrepancies": len(self.discrepancies),
+            "position": self.position,
+            "base_position": self.base_position,
+            "seconds": round(self.duration, 3),
+        }
+
+
+@dataclass
+class _Findings:
+    observed: dict[str, list[Any]] = field(default_factory=dict)
+    discrepancies: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self,
+        crate: str,
+        version: str | None,
+        cls: str,
+        detail: str,
+        path: str,
+        line_number: int | None = None,
+    ) -> None:
+        found: dict[str, Any] = {
+            "crate": crate,
+            "version": version,
+            "class": cls,
+            "detail": detail,
+            "path": path,
+        }
+        if line_number is not None:
+            found["line_number"] = line_number
+        self.discrepancies.append(found)
+
+
+Scope = dict[str, dict[str, bytes | None]]
+"""Crate key -> path -> the file's bytes at head (None: absent), for the files in scope."""
+
+
+def scan_index(ledger: Ledger) -> ScanResult:
+    """Read the real index, record an ``IndexScanned`` event, and return what was found."""
+    started = time.monotonic()
+    index = ledger.index()
+    base_position = ledger.views.catch_up()
+    head = index.fetch()
+    remote_id = IndexRemote.create_id(redact(index.remote_url))
+    last = _last_scan(ledger.db, remote_id.hex, index.branch)
+    last_head, last_files = last if last is not None else (None, 0)
+    findings = _Findings()
+    changed = _changed_since(index, last_head, head)
+    if changed is None or last_head is None or head is None:
+        changed = None
+        files, examined = _full_scan(ledger.db, index, head, findings)
+    else:
+        files, examined = _incremental_scan(ledger.db, index, last_head, last_files, head, changed, findings)
+    findings.discrepancies.sort(key=_order)
+
+    def record(remote: IndexRemote) -> None:
+        remote.scanned(
+            branch=index.branch,
+            head=head,
+            base_position=base_position,
+            files=files,
+            changed_files=examined,
+            observed=findings.observed,
+            discrepancies=findings.discrepancies,
+        )
+
+    position = save_remote_events(ledger, index.remote_url, record)
+    ledger.views.catch_up()
+    result = ScanResult(
+        head=head,
+        files=files,
+        examined=examined,
+        discrepancies=findings.discrepancies,
+        position=position,
+        duration=time.monotonic() - started,
+        branch=index.branch,
+        full=changed is None,
+        observed=len(findings.observed),
+        base_position=base_position,
+    )
+    log_step("index_scanned", **result.to_dict())
+    return result
+
+
+def _order(found: dict[str, Any]) -> tuple[str, str, int, str]:
+    return (found["crate"], found["version"] or "", found.get("line_number") or 0, found["class"])
+
+
+def _changed_since(index: GitIndex, last_head: str | None, head: str | None) -> list[str] | None:
+    """The paths changed since the last scanned head; None when everything must be read."""
+    if last_head is None or head is None:
+        return None
+    try:
+        changed = index.changed_paths(last_head, head)
+    except ValueError:
+        return None  # the last scanned commit is not in this clone
+    return changed if len(changed) <= INCREMENTAL_LIMIT else None
+
+
+def _last_scan(db: Database, remote: str, branch: str) -> tuple[str | None, int] | None:
+    rows = db.query(
+        "SELECT head, files FROM view_scans WHERE remote = ? AND branch = ? ORDER BY position DESC LIMIT 1",
+        (remote, branch),
+    )
+    return (rows[0][0], int(rows[0][1])) if rows else None
+
+
+def save_remote_events(ledger: Ledger, url: str, record: Callable[[IndexRemote], None]) -> int:
+    """Record events on the remote's aggregate and save them; the log position of the last.
+
+    When another writer saved an event of the same remote first, the aggregate is reloaded
+    and the events recorded again on top of it.
+    """
+    for attempt in range(SAVE_RETRIES):
+        remote = ledger.app.remote(url)
+        record(remote)
+        try:
+            return ledger.app.save_jobs([remote])
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, IntegrityError) or attempt == SAVE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findings) -> tuple[int, int]:
+    """Every crate file at head; files equal to both views are recognised by hashing alone."""
+    registry = registry_fingerprints(db, ordered=False)
+    beliefs = _belief_fingerprints(db)
+    scope: Scope = {}
+    present: set[str] = set()
+    own_seen: set[str] = set()
+    files = 0
+    for path, data in index.files_unordered(head) if head is not None else ():
+        name = crate_from_path(path)
+        if name is None:
+            continue
+        files += 1
+        present.add(path)
+        key = collision_key(name)
+        registered = registry.get(key)
+        if registered is not None and name == registered[0].lower():  # the crate's own file
+            own_seen.add(key)
+            believed = beliefs.get(key)
+            real = file_fingerprint(data, ordered=False)
+            if real == registered[1] and real == (believed[1] if believed else None):
+                continue
+        scope.setdefault(key, {})[path] = data
+    # Files the views expect that are not there at all.
+    for key, (name, fp) in registry.items():
+        if fp is not None and key not in own_seen:
+            scope.setdefault(key, {})[index_path(name)] = None
+    for key, (path, fp) in beliefs.items():
+        if fp is None or key in own_seen:
+            continue
+        own = index_path(registry[key][0]) if key in registry else path
+        if own not in present:
+            scope.setdefault(key, {})[own] = None
+    _compare_scope(db, scope, findings)
+    return files, files
+
+
+def _incremental_scan(
+    db: Database,
+    index: GitIndex,
+    last_head: str,
+    files: int,
+    head: str,
+    changed: list[str],
+    findings: _Findings,
+) -> tuple[int, int]:
+    """Only the crate files whose blob changed since the last scanned head."""
+    scope: Scope = {}
+    examined = 0
+    for path in changed:
+        name = crate_from_path(path)
+        if name is None:
+            continue
+        examined += 1
+        data = index.read_blob(head, path)
+        before = index.read_blob(last_head, path) is not None
+        files += (data is not None) - before
+        scope.setdefault(collision_key(name), {})[path] = data
+    _compare_scope(db, scope, findings)
+    return files, examined
+
+
+def _compare_scope(db: Database, scope: Scope, findings: _Findings) -> None:
+    for chunk in chunks(sorted(scope)):
+        registered = load_registered(db, chunk, with_lines=False)
+        beliefs = load_beliefs(db, chunk)
+        for key in chunk:
+            _compare_crate(key, scope[key], registered.get(key), beliefs.get(key), findings)
+
+
+def _compare_crate(
+    key: str,
+    paths: dict[str, bytes | None],
+    registered: Registered | None,
+    belief: Belief | None,
+    findings: _Findings,
+) -> None:
+    """Compare the crate's files in scope with both views."""
+    own = registered.path if registered else belief.path if belief else min(paths)
+    known = known_lines(registered, belief)
+    for path in sorted(paths):
+        lines = [read_line(n, raw, known) for n, raw in numbered_lines(paths[path])]
+        if path == own:
+            _compare_own(key, path, lines, registered, belief, findings)
+        else:
+            _stray(key, path, own, lines, registered, findings)
+
+
+def _crate_name(
+    key: str, path: str, lines: list[ReadLine], registered: Registered | None, belief: Belief | None
+) -> str:
+    if registered is not None:
+        return registered.name
+    for line in lines:
+        if line.name is not None and collision_key(line.name) == key:
+            return line.name
+    if belief is not None:
+        return belief.crate
+    return crate_from_path(path) or key
+
+
+def _compare_own(
+    key: str,
+    path: str,
+    lines: list[ReadLine],
+    registered: Registered | None,
+    belief: Belief | None,
+    findings: _Findings,
+) -> None:
+    crate = _crate_name(key, path, lines, registered, belief)
+    entries: dict[str, ReadLine] = {}
+    unreadable: set[str] = set()
+    for line in lines:
+        if line.key is None or line.name is None:
+            detail = f"line {line.number} of {path} is not a valid index line: {line.error}"
+            findings.add(crate, None, "content_mismatch", detail, path, line.number)
+            continue
+        if collision_key(line.name) != key:
+            detail = f"line {line.number} of {path} is for the crate {line.name} {line.version}"
+            findings.add(crate, line.version, "content_mismatch", detail, path, line.number)
+            continue
+        if line.error is not None:
+            detail = f"line {line.number} of {path} is not a valid index line: {line.error}"
+            findings.add(crate, line.version, "content_mismatch", detail, path, line.number)
+            unreadable.add(line.key)
+        earlier = entries.get(line.key)
+        if earlier is not None:
+            detail = (
+                f"{crate} {line.version} is on lines {earlier.number} and {line.number} of {path}; "
+                "cargo uses the last"
+            )
+            findings.add(crate, line.version, "content_mismatch", detail, path, line.number)
+        entries[line.key] = line
+    _against_registry(crate, path, entries, unreadable, registered, findings)
+    real = {k: (line.version or "", line.yanked, line.digest or "") for k, line in entries.items()}
+    if real != (belief.entries if belief is not None else {}):
+        findings.observed[key] = [crate, path, [line.entry for line in entries.values()]]
+
+
+def _against_registry(
+    crate: str,
+    path: str,
+    entries: dict[str, ReadLine],
+    unreadable: set[str],
+    registered: Registered | None,
+    findings: _Findings,
+) -> None:
+    rows = registered.rows if registered is not None else []
+    live = {r.key: r for r in rows if r.state != "deleted"}
+    deleted = {r.key for r in rows if r.state == "deleted"}
+    missing = "the file is missing" if not entries else f"{path} has no line for it"
+    for vers_key, row in live.items():
+        if vers_key not in entries:
+            findings.add(crate, row.version, "lost", f"published in the registry; {missing}", path)
+    for vers_key, line in entries.items():
+        if vers_key in unreadable:
+            continue
+        found = live.get(vers_key)
+        if found is None:
+            why = "deleted in the registry" if vers_key in deleted else "unknown to the registry"
+            findings.add(crate, line.version, "phantom", f"line {line.number} of {path}: {why}", path)
+            continue
+        if line.yanked != found.yanked:
+            detail = f"the index has yanked={str(line.yanked).lower()}, the registry {found.state}"
+            findings.add(crate, found.version, "yank_mismatch", detail, path, line.number)
+        if line.digest != found.digest:
+            detail = f"line {line.number} of {path} differs from the published line"
+            findings.add(crate, found.version, "content_mismatch", detail, path, line.number)
+
+
+def _stray(
+    key: str,
+    path: str,
+    own: str,
+    lines: list[ReadLine],
+    registered: Registered | None,
+    findings: _Findings,
+) -> None:
+    """A file for a name that collides with the crate's own: none of its lines is the crate's."""
+    crate = registered.name if registered is not None else crate_from_path(path) or key
+    for line in lines:
+        detail = f"line {line.number} of {path}, a file for a name colliding with {own}"
+        if line.version is None:
+            findings.add(crate, None, "content_mismatch", f"{detail}, is not a valid index line", path)
+        else:
+            findings.add(crate, line.version, "phantom", detail, path, line.number)
