@@ -23,7 +23,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -289,10 +289,16 @@ def init(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Create the store's tables and views; safe to run twice."""
 
     def action(s: Session) -> Outcome:
-        position = s.ledger().views.catch_up()
+        ledger = s.ledger()
+        position = ledger.views.catch_up()
         store = redact(s.settings.store)
-        document = {"ok": True, "store": store, "position": position}
-        return Outcome(document, f"store {store} is ready: views at log position {position}")
+        document: dict[str, Any] = {"ok": True, "store": store, "position": position, "index_clone": None}
+        text = f"store {store} is ready: views at log position {position}"
+        if s.settings.remote:
+            clone = ledger.index().path
+            document["index_clone"] = str(clone)
+            text += f"\nindex clone {clone} for {redact(s.settings.remote)} (branch {s.settings.branch})"
+        return Outcome(document, text)
 
     _run(ctx, json_output, action)
 
@@ -455,21 +461,151 @@ def audit(
 
 
 def _scan(session: Session, grace: float, moment: int | datetime | None) -> AuditReport:
-    """Scan the real index through the ledger, then audit now with the scan's summary attached."""
+    """Scan the real index (recording what it holds), then audit now with the scan's summary."""
     if not session.settings.remote:
         msg = "audit --scan needs an index remote (--remote or LEDGER_REMOTE)"
         raise Invalid(msg, option="--scan")
     if moment is not None:
         msg = "audit --scan reads the index as it is now and cannot be combined with --at"
         raise Invalid(msg, option="--scan")
-    ledger = session.ledger()
-    scan_index = getattr(ledger, "scan_index", None)
-    if scan_index is None:
-        msg = "audit --scan is unavailable: this ledger cannot scan an index"
-        raise Invalid(msg, option="--scan")
-    scanned = scan_index()
-    summary = getattr(scanned, "to_dict", None)
-    return replace(ledger.audit(grace=grace), scan=summary() if summary is not None else None)
+    return session.ledger().audit_scan(grace=grace)
+
+
+# -- repair and adoption ------------------------------------------------------------------------
+
+
+@app.command()
+def repair(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print exactly the planned change and touch nothing.")
+    ] = False,
+    remove_phantoms: Annotated[
+        bool, typer.Option("--remove-phantoms", help="Also remove lines the registry does not hold.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Make the index equal to the database view: one commit, pushed, read back and recorded."""
+
+    def action(s: Session) -> Outcome:
+        if not s.settings.remote:
+            msg = "repair needs an index remote (--remote or LEDGER_REMOTE)"
+            raise Invalid(msg, option="--remote")
+        result = s.ledger().repair(dry_run=dry_run, remove_phantoms=remove_phantoms, actor=s.actor)
+        document = {"ok": result.confirmed or dry_run, **result.to_dict()}
+        return Outcome(document, _repair_text(result), code=0 if (dry_run or result.confirmed) else 1)
+
+    _run(ctx, json_output, action)
+
+
+def _repair_text(result: Any) -> str:
+    verb = "would change" if result.dry_run else "changed"
+    lines = [f"repair {verb} {result.changed} file(s)" + ("" if result.changed else ": nothing to do")]
+    if result.config:
+        lines.append("  config.json  write (missing)")
+    for change in result.changes:
+        detail = [f"+{v}" for v in change.added] + [f"-{v}" for v in change.removed]
+        detail += [f"phantom kept {v}" for v in change.phantoms_kept]
+        detail += [f"phantom removed {v}" for v in change.phantoms_removed]
+        lines.append(f"  {change.path}  {change.action}  {' '.join(detail)}".rstrip())
+    for phantom in result.phantoms:
+        lines.append(f"  phantom: {json.dumps(phantom, default=str)}")
+    if not result.dry_run and result.changed:
+        state = "confirmed by read-back" if result.confirmed else "NOT confirmed"
+        lines.append(f"commit {result.commit} ({result.reported}), {state}")
+    return "\n".join(lines)
+
+
+@app.command("import-index")
+def import_index(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="PATH|URL", help="An existing cargo index: a path or git URL.")
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Adopt an existing cargo index: one publish per line found; exit 1 if any line was refused."""
+
+    def action(s: Session) -> Outcome:
+        result = s.ledger().import_index(source)
+        document = result.to_dict()
+        refused = document.get("refused", [])
+        text = (
+            f"imported {redact(source)} at {str(document.get('head'))[:12]}: {document.get('files')} files, "
+            f"{document.get('lines')} lines, {document.get('accepted')} accepted, "
+            f"{document.get('present')} already present, {len(refused)} refused"
+        )
+        notes = tuple(f"refused {r['path']}:{r['line']}: {r['error']}" for r in refused[:50])
+        return Outcome({"ok": not refused, **document}, text, notes, code=1 if refused else 0)
+
+    _run(ctx, json_output, action)
+
+
+# -- the index sync worker ---------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over every open job, backoff ignored, then exit.")
+    ] = False,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, metavar="N", help="Jobs pushed in one commit.")
+    ] = 100,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option("--max-attempts", min=1, metavar="N", help="Abandon a job after N failed attempts."),
+    ] = None,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.05, metavar="SECONDS", help="How often to look for new jobs.")
+    ] = 1.0,
+    json_output: JsonFlag = False,
+) -> None:
+    """Sync open jobs to the index: push, read back, confirm; --once exits 1 if any job stayed open."""
+    from ledger.worker import WorkerOptions
+
+    options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts)
+
+    def action(s: Session) -> Outcome:
+        ledger = s.ledger()
+        if once:
+            result = ledger.sync(options)
+            text = (
+                f"{result.jobs} job(s): {result.confirmed} confirmed, {result.failed} failed, "
+                f"{result.abandoned} abandoned, {result.open_left} open"
+            )
+            return Outcome(
+                {"ok": result.open_left == 0, **result.to_dict()}, text, code=int(result.open_left > 0)
+            )
+        _follow(ledger, options, poll)
+        return Outcome({"ok": True, "stopped": True}, "worker stopped")
+
+    _run(ctx, json_output, action)
+
+
+def _follow(ledger: Ledger, options: Any, poll: float) -> None:
+    """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock."""
+    import signal
+    import threading
+
+    from ledger.worker import SyncWorker
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    SyncWorker(ledger, ledger.index(), options=options).follow(poll=poll, stop=stop)
+
+
+# -- the demo -----------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """The 2020-02-20 incident end to end, on a temporary SQLite store and a git server on 127.0.0.1."""
+    from ledger.demo import run_demo
+
+    raise typer.Exit(run_demo(sys.stdout))
 
 
 # -- maintenance --------------------------------------------------------------------------------

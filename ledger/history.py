@@ -7,6 +7,8 @@ from typing import Any
 from ledger.domain import Crate, IndexRemote, SyncJob
 
 _FIELDS = (
+    "name",
+    "url",
     "crate",
     "version",
     "versions",
@@ -64,12 +66,26 @@ def describe(position: int, event: Any) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """One human line for a record."""
-    subject = " ".join(str(record[k]) for k in ("crate", "version") if k in record)
+    subject = " ".join(str(record[k]) for k in ("name", "url", "crate", "version") if k in record)
     extras = []
-    for key in ("actor", "job", "reported", "commit", "reason", "detail", "message", "remote_head"):
+    keys = (
+        "actor",
+        "job",
+        "reported",
+        "commit",
+        "reason",
+        "detail",
+        "message",
+        "remote_head",
+        "head",
+        "discrepancies",
+        "changes",
+        "confirmed",
+    )
+    for key in keys:
         if key in record and record[key] not in ("", None):
             value = record[key]
-            if key in ("commit", "remote_head") and isinstance(value, str):
+            if key in ("commit", "remote_head", "head") and isinstance(value, str):
                 value = value[:12]
             extras.append(f"{key}={value}")
     head = f"{record['position']:>6}  {record['time']}  {record['event']:<20}"

@@ -36,7 +36,7 @@ from ledger.git_index import GitIndex, PushReport, ReadBack, classify_error
 from ledger.lease import Lease
 from ledger.logs import log_step
 from ledger.names import index_path
-from projections.queries import OpenJob, VersionRow, live_versions, open_jobs
+from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
 
@@ -109,6 +109,7 @@ class SyncWorker:
         self.name = name or worker_name()
         self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
         self._last_commit = ""
+        self._last_base: str | None = None
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -156,14 +157,13 @@ class SyncWorker:
     def _sync_chunk(self, jobs: list[OpenJob], result: PassResult) -> None:
         chunk = _Chunk(jobs)
         for job in jobs:
-            if job.crate_key not in chunk.rows:
-                chunk.rows[job.crate_key] = live_versions(self.ledger.db, job.crate_key)
-                chunk.names[job.crate_key] = job.crate
+            chunk.names.setdefault(job.crate_key, job.crate)
+        chunk.rows = live_versions_of(self.ledger.db, chunk.names)
         aggregates = {UUID(j.job): self.ledger.app.get_job(UUID(j.job)) for j in jobs}
         for _ in range(self.options.rebase_rounds):
             outcome = self._attempt(chunk, aggregates)
             if outcome is None or outcome.confirmed or not self._remote_moved(outcome):
-                break
+                break  # confirmed, or failed for a reason that another round now cannot fix
         if outcome is not None and outcome.confirmed:
             result.confirmed += len(aggregates)
             result.commits.append(self._last_commit)
@@ -188,6 +188,7 @@ class SyncWorker:
         except RemoteUnavailable as exc:
             self._fail(jobs, _unreadable(exc), exc.message, None)
             return None
+        self._last_base = head
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
         message = f"Update crates: {', '.join(crates[:10])}" + (
@@ -237,8 +238,12 @@ class SyncWorker:
         return readback
 
     def _remote_moved(self, readback: ReadBack) -> bool:
-        """The remote head is not what we built on: someone else pushed; rebuild on top."""
-        return not readback.contains_commit and readback.remote_head is not None
+        """The remote head moved away from the commit we built on: rebuild on top of it at once."""
+        return (
+            not readback.contains_commit
+            and readback.remote_head is not None
+            and readback.remote_head != self._last_base
+        )
 
     # -- recording --------------------------------------------------------------------------
 

@@ -79,18 +79,24 @@ pairs AS (
 ),
 diffs AS (
     SELECT p.*, CASE
-        WHEN p.db_state IS NOT NULL AND p.db_state <> 'deleted' AND p.in_index = 0 THEN 'lost'
-        WHEN (p.db_state IS NULL OR p.db_state = 'deleted') AND p.in_index = 1 THEN 'phantom'
+        WHEN p.db_state IS NOT NULL AND p.db_state <> 'deleted' AND p.in_index = 0
+            THEN 'index lacks it'
+        WHEN (p.db_state IS NULL OR p.db_state = 'deleted') AND p.in_index = 1
+            THEN 'registry lacks it'
         WHEN p.db_state IS NULL OR p.db_state = 'deleted' THEN NULL
         WHEN (CASE WHEN p.db_state = 'yanked' THEN 1 ELSE 0 END) <> p.ix_yanked
-            THEN 'yank_mismatch'
-        WHEN p.db_digest <> p.ix_digest THEN 'content_mismatch'
+            THEN 'yanked flag differs'
+        WHEN p.db_digest <> p.ix_digest THEN 'line differs'
     END AS diff
     FROM pairs p
 )
 SELECT d.crate, d.version,
     CASE
-        WHEN o.crate_key IS NULL THEN d.diff
+        WHEN o.crate_key IS NULL THEN CASE d.diff
+            WHEN 'index lacks it' THEN 'lost'
+            WHEN 'registry lacks it' THEN 'phantom'
+            WHEN 'yanked flag differs' THEN 'yank_mismatch'
+            ELSE 'content_mismatch' END
         WHEN o.failing = 1 OR params.now - o.since > params.grace THEN 'stuck'
         ELSE 'pending'
     END AS class,

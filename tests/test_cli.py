@@ -95,7 +95,18 @@ class TestInit:
             "ok": True,
             "store": document(again)["store"],
             "position": receipt["position"],
+            "index_clone": None,
         }
+
+    def test_init_with_a_remote_creates_the_local_clone(
+        self, cli: Callable[..., Result], tmp_path: Path
+    ) -> None:
+        """With a remote, init also creates the bare local clone of the index, and a second run keeps it."""
+        remote = tmp_path / "remote.git"
+        for _ in range(2):
+            doc = document(cli("--remote", str(remote), "init", "--json"))
+            assert doc["index_clone"] is not None
+            assert (Path(doc["index_clone"]) / "HEAD").exists()
 
     def test_init_never_shows_the_user_of_a_store_url(
         self, store_url: str, cli: Callable[..., Result]
