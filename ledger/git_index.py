@@ -12,7 +12,7 @@ connection, and every message that names the remote has its credentials removed.
 Network failures on reads become :class:`~ledger.errors.RemoteUnavailable`.
 
 A ``GitIndex`` holds one ``pygit2.Repository`` and is not thread-safe: use one
-per thread. The libgit2 network timeouts it sets are process-global.
+per thread. The libgit2 network timeouts and tree cache limit it sets are process-global.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Literal, Self, TypeAlias
 
 import pygit2
-from pygit2.enums import FileMode, Option, RepositoryOpenFlag
+from pygit2.enums import FileMode, ObjectType, Option, RepositoryOpenFlag
 
 from ledger.errors import InfrastructureError, RemoteUnavailable
 
@@ -84,6 +84,12 @@ _OBJ_NAMES = {_OBJ_TREE: b"tree", _OBJ_BLOB: b"blob"}
 _MODE_TREE = b"40000"
 _MODE_BLOB = b"100644"
 _PACK_FLUSH_BYTES = 1 << 20
+
+_TREE_CACHE_LIMIT = 1 << 20
+"""The largest tree libgit2 keeps in its object cache. Its default (4 KiB) leaves out the index's
+directory trees of more than ~100 entries, which every push reads and inflates again while it
+marks the remote head's whole tree as already present: about a third of the CPU time a push
+spends in this process on an index of 139k files. Those trees take about 8 MiB of the cache."""
 
 _Node: TypeAlias = "dict[str, _Node | bytes]"
 """A directory being built: name -> subdirectory, or the binary id of a file's blob."""
@@ -181,6 +187,7 @@ class GitIndex:
             raise ValueError("network timeouts must be positive")
         pygit2.option(Option.SET_SERVER_CONNECT_TIMEOUT, connect_timeout_ms)
         pygit2.option(Option.SET_SERVER_TIMEOUT, timeout_ms)
+        pygit2.option(Option.SET_CACHE_OBJECT_LIMIT, ObjectType.TREE, _TREE_CACHE_LIMIT)
         path = Path(path)
         try:
             if not path.exists() or (path.is_dir() and not any(path.iterdir())):
@@ -282,9 +289,8 @@ class GitIndex:
                 and commit in self._repo
                 and self._repo.descendant_of(head, commit)
             )
-            mismatched = tuple(
-                path for path in sorted(expected) if self.read_blob(head, path) != expected[path]
-            )
+            tree = self._commit(head).tree
+            mismatched = tuple(path for path in sorted(expected) if not _holds(tree, path, expected[path]))
         return ReadBack(
             remote_head=head,
             contains_commit=contains,
@@ -416,6 +422,20 @@ class GitIndex:
         for path, blob in _walk(self._commit(commit).tree, ""):
             yield path, blob.data
 
+    def files_unordered(self, commit: str) -> Iterator[tuple[str, bytes]]:
+        """Every file in ``commit`` as (path, content), in the order that reads packs fastest.
+
+        Blobs are read grouped by file name, the way git's pack writers group them into delta
+        chains, so each chain's bases stay in libgit2's delta base cache: on a packed index of
+        139k files this is about three times faster than reading directory by directory.
+        """
+        entries = [(path, blob.id) for path, blob in _walk(self._commit(commit).tree, "")]
+        entries.sort(key=lambda entry: _name_hash(entry[0].rpartition("/")[2]))
+        for path, oid in entries:
+            blob = self._repo[oid]
+            assert isinstance(blob, pygit2.Blob)
+            yield path, blob.data
+
     def changed_paths(self, old: str | None, new: str) -> list[str]:
         """Sorted paths whose blob differs between ``old`` and ``new`` (old None: all of new)."""
         new_tree = self._commit(new).tree
@@ -485,6 +505,30 @@ def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:
             yield from _walk(entry, f"{path}/")
         elif isinstance(entry, pygit2.Blob):
             yield path, entry
+
+
+def _name_hash(name: str) -> int:
+    """The sort key git and libgit2 give a file name when choosing delta bases for a pack."""
+    value = 0
+    for char in name.encode():
+        if char not in b" \t\n\v\f\r":
+            value = ((value >> 2) + (char << 24)) & 0xFFFFFFFF
+    return value
+
+
+def _holds(tree: pygit2.Tree, path: str, data: bytes | None) -> bool:
+    """Whether ``tree`` has ``data`` as the blob at ``path`` (None: no blob there).
+
+    Compares object ids, content-addressed, so the blob itself is never read or inflated.
+    """
+    _split_path(path)
+    try:
+        entry = tree[path]
+    except KeyError:
+        return data is None
+    if not isinstance(entry, pygit2.Blob):
+        return data is None
+    return data is not None and entry.id == pygit2.hash(data)
 
 
 def _split_path(path: str) -> list[str]:

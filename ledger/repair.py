@@ -27,9 +27,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ledger.crate_files import crate_file
 from ledger.domain import IndexRemote
 from ledger.errors import LockHeld, RemoteUnavailable
+from ledger.index_format import render_fields
 from ledger.lease import Lease
 from ledger.logs import log_step
 from ledger.names import collision_key, crate_from_path, index_path
@@ -42,6 +42,7 @@ from ledger.scan import (
     chunks,
     file_fingerprint,
     known_lines,
+    line_tag,
     load_registered,
     numbered_lines,
     read_line,
@@ -49,6 +50,7 @@ from ledger.scan import (
     save_remote_events,
     well_formed,
 )
+from projections.queries import VersionRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,6 +62,9 @@ CHANGES_PER_EVENT = 2000
 FULL_TREE_CHANGES = 20_000
 """Beyond this many changed files one commit is built from every file instead of path by path."""
 LEASE_TTL = 300.0
+
+_TRUE = b'"yanked":true'
+_FALSE = b'"yanked":false'
 
 
 @dataclass
@@ -244,8 +249,7 @@ class _Planner:
     ) -> None:
         own = registered.path if registered is not None else None
         live = registered.live if registered is not None else []
-        expected = crate_file(live)
-        expected_lines = expected.split(b"\n")[:-1] if expected else []
+        expected_lines = rendered_lines(live)
         live_keys = {row.key for row in live}
         deleted = {row.key for row in registered.rows if row.state == "deleted"} if registered else set()
         known = known_lines(registered, None)
@@ -321,6 +325,23 @@ class _Planner:
                     "action": action,
                 }
             )
+
+
+def rendered_lines(rows: list[VersionRow]) -> list[bytes]:
+    """The lines of :func:`~ledger.crate_files.crate_file` for ``rows``, byte for byte.
+
+    A row's stored line, with its ``yanked`` field set, is taken as it is when its digest
+    proves it canonical (see :func:`~ledger.scan.line_tag`); any other is rendered anew.
+    """
+    lines: list[bytes] = []
+    for row in rows:
+        raw = row.line.encode()
+        yanked = row.yanked
+        raw = raw.replace(_FALSE, _TRUE, 1) if yanked else raw.replace(_TRUE, _FALSE, 1)
+        if line_tag(raw) != (row.digest, yanked):
+            raw = render_fields(json.loads(row.line), yanked=yanked)
+        lines.append(raw)
+    return lines
 
 
 def _is_ours(line: ReadLine, key: str, live_keys: set[str]) -> bool:

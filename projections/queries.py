@@ -50,6 +50,30 @@ def live_versions(db: Database, crate_key: str) -> list[VersionRow]:
     return [VersionRow(*r) for r in rows]
 
 
+_IN_LIST = 500
+"""Crate keys per ``IN (...)`` list: well below the bound-parameter limit of every SQLite build."""
+
+
+def live_versions_of(db: Database, crate_keys: Iterable[str]) -> dict[str, list[VersionRow]]:
+    """:func:`live_versions` of many crates, a few queries in all: crate key -> its rows.
+
+    The keys keep their given order (duplicates dropped); a key without versions maps to ``[]``.
+    """
+    found: dict[str, list[VersionRow]] = {key: [] for key in crate_keys}
+    keys = list(found)
+    for start in range(0, len(keys), _IN_LIST):
+        part = keys[start : start + _IN_LIST]
+        rows = db.query(
+            "SELECT crate_key, version, vers_key, state, digest, line FROM view_versions "
+            f"WHERE crate_key IN ({', '.join('?' * len(part))}) AND state <> 'deleted' "
+            "ORDER BY crate_key, seq",
+            part,
+        )
+        for key, *row in rows:
+            found[key].append(VersionRow(*row))
+    return found
+
+
 def crate_spelling(db: Database, crate_keys: Iterable[str]) -> dict[str, str]:
     """The registered spelling of each crate key that has versions."""
     found: dict[str, str] = {}

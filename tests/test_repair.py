@@ -15,14 +15,17 @@ from pygit2.enums import FileMode
 
 from ledger.api import Ledger
 from ledger.bootstrap import open_ledger
+from ledger.crate_files import crate_file
 from ledger.errors import LockHeld
+from ledger.index_format import fields_digest
 from ledger.lease import Lease
 from ledger.names import index_path
-from ledger.repair import config_bytes
+from ledger.repair import config_bytes, rendered_lines
 from ledger.settings import Settings
 from ledger.testing.cargo import cargo_available, resolve
 from ledger.testing.remote import Mode, RemoteServer
 from ledger.worker import WorkerOptions
+from projections.queries import VersionRow
 from tests.conftest import make_line
 
 ACTOR = "alice"
@@ -104,6 +107,24 @@ def repairs(ledger: Ledger) -> list[dict[str, Any]]:
 
 def classes(ledger: Ledger) -> set[tuple[str, str, str]]:
     return {(d.crate, d.version, d.cls) for d in ledger.audit().discrepancies}
+
+
+class TestRendering:
+    @pytest.mark.parametrize(
+        ("stored_yanked", "state"),
+        [(False, "published"), (False, "yanked"), (True, "published"), (True, "yanked")],
+    )
+    def test_rendered_lines_equal_the_regenerated_file(self, stored_yanked: bool, state: str) -> None:
+        """Lines taken from the view's stored text equal the worker's regenerated file, in every yank state."""
+        fields = make_line("Kaze-ä", "0.1.6", features={"ünï": ["dep/x"]}, yanked=stored_yanked)
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        rows = [
+            VersionRow("0.1.6", "0.1.6", state, fields_digest(fields), text),
+            VersionRow("0.1.7", "0.1.7", state, "not-the-digest", text.replace("0.1.6", "0.1.7")),
+        ]
+        expected = crate_file(rows)
+        assert expected is not None
+        assert b"".join(line + b"\n" for line in rendered_lines(rows)) == expected
 
 
 class TestRepairByClass:
