@@ -458,15 +458,6 @@ class TestAuditScan:
         assert document(result)["error"]["message"] == message
         assert result.stderr == f"error: {message}\n"
 
-    def test_scan_without_a_scanner_is_unavailable(
-        self, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """With a remote but a ledger that cannot scan, audit --scan exits 2 saying so."""
-        monkeypatch.delattr(Ledger, "scan_index", raising=False)
-        result = cli("--remote", "git://127.0.0.1:1/index.git", "audit", "--scan", "--json")
-        assert result.exit_code == 2
-        assert "unavailable" in document(result)["error"]["message"]
-
     def test_scan_uses_the_ledgers_scanner(
         self, cli: Callable[..., Result], line: LineFactory, monkeypatch: pytest.MonkeyPatch
     ) -> None:
