@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import psycopg
@@ -20,6 +20,9 @@ from ledger.stores.chain import GENESIS, canonical, next_link
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
     """Records events and, under the same table lock and transaction, their chain links."""
+
+    record_chain: ClassVar[bool] = True
+    """Off only to measure what the chain costs (scripts/bench_chain.py)."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -76,7 +79,7 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         # Runs inside the insert's transaction, after LOCK TABLE ... IN EXCLUSIVE MODE.
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if not ids:
+        if not ids or not self.record_chain:
             return ids
         curs.execute(self._select_last_link)
         row = curs.fetchone()

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
@@ -22,6 +22,9 @@ BUSY_TIMEOUT_S = 30.0
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     """Records events and, in the same transaction, the hash chain link of each."""
 
+    record_chain: ClassVar[bool] = True
+    """Off only to measure what the chain costs (scripts/bench_chain.py)."""
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
@@ -33,7 +36,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         # The first INSERT takes the write lock, so the rowids and the last link cannot move.
         ids = self._insert_rows(c, stored_events)
-        if not ids:
+        if not ids or not self.record_chain:
             return ids
         c.execute(f"SELECT link FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
         row = c.fetchone()
