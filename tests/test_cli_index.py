@@ -124,3 +124,55 @@ class TestImportIndex:
         assert audit.exit_code == 0
         versions = doc(run("history", "serde", "--json"))["events"]
         assert [e["event"] for e in versions if e.get("version") == "1.0.1"] == ["VersionPublished"]
+
+
+class TestRemoteInput:
+    @pytest.mark.parametrize(
+        "remote",
+        [
+            pytest.param("ftp://127.0.0.1/index.git", id="unknown-scheme"),
+            pytest.param("http://", id="no-host"),
+            pytest.param("git://:9418/index.git", id="empty-host"),
+        ],
+    )
+    def test_malformed_remote_is_bad_input(self, run: Any, remote: str) -> None:
+        """A malformed remote URL is refused with exit 2, naming the URL, before anything is written."""
+        run("publish", "-", stdin=json.dumps(make_line("kaze", "0.1.6")))
+        before = doc(run("timeline", "--json"))["events"]
+        for command in (["worker", "--once", "--json"], ["audit", "--scan", "--json"], ["repair", "--json"]):
+            result = run(*command, remote_url=remote)
+            assert result.exit_code == 2, (command, result.stderr)
+            assert "remote URL" in doc(result)["error"]["message"]
+        assert doc(run("timeline", "--json"))["events"] == before
+
+    def test_unreachable_remote_is_unavailable(self, run: Any) -> None:
+        """An unreachable remote makes audit --scan and repair exit 3, with nothing recorded."""
+        run("publish", "-", stdin=json.dumps(make_line("kaze", "0.1.6")))
+        before = doc(run("timeline", "--json"))["events"]
+        for command in (["audit", "--scan", "--json"], ["repair", "--json"]):
+            result = run(*command, remote_url="git://127.0.0.1:1/index.git")
+            assert result.exit_code == 3, (command, result.stderr)
+            assert "127.0.0.1:1" in doc(result)["error"]["message"]
+        assert doc(run("timeline", "--json"))["events"] == before
+
+
+class TestExistingIndex:
+    def test_worker_leaves_config_and_other_crates_untouched(self, run: Any, tmp_path: Path) -> None:
+        """Against an existing index the worker fetches first and changes only the files of its own jobs."""
+        config = b'{"dl":"https://static.crates.io/crates","api":"https://crates.io"}\n'
+        other = json.dumps(make_line("rand", "0.8.5"), separators=(",", ":")).encode() + b"\n"
+        seed = GitIndex.open(tmp_path / "seed.git", str(run.remote))
+        assert (
+            seed.push(seed.build_commit([("config.json", config), ("ra/nd/rand", other)], "existing")).status
+            == "ok"
+        )
+        seed.close()
+
+        run("publish", "-", stdin=json.dumps(make_line("kaze", "0.1.6")))
+        assert run("worker", "--once").exit_code == 0
+        repo = pygit2.Repository(str(run.remote))
+        tree = repo.head.peel(pygit2.Commit).tree
+        assert bytes(repo[tree["config.json"].id].data) == config
+        assert bytes(repo[tree["ra/nd/rand"].id].data) == other
+        assert json.loads(bytes(repo[tree["ka/ze/kaze"].id].data))["vers"] == "0.1.6"
+        assert len(repo.head.peel(pygit2.Commit).parents) == 1

@@ -264,3 +264,34 @@ class TestReadYourWrites:
         receipt = ledger.publish(line("kaze", "0.1.6"), ACTOR)
         with pytest.raises(ProjectionError, match="did not reach log position"):
             ledger.wait_for_views(receipt.position + 10, timeout=0.05)
+
+
+class TestStructuredLog:
+    def test_every_accepted_call_logs_one_line(
+        self, ledger: Ledger, line: LineFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Each accepted publish, yank, unyank and delete logs one JSON line naming crate, version, actor and job."""
+        import json as _json
+        import logging
+
+        caplog.set_level(logging.INFO, logger="ledger")
+        receipts = [
+            ledger.publish(line("kaze", "0.1.6"), ACTOR),
+            ledger.yank("kaze", "0.1.6", ACTOR),
+            ledger.unyank("kaze", "0.1.6", ACTOR),
+            ledger.delete("kaze", "0.1.6", ACTOR, "test"),
+        ]
+        logged = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "ledger"]
+        assert [entry["step"] for entry in logged] == [
+            "VersionPublished",
+            "VersionYanked",
+            "VersionUnyanked",
+            "VersionDeleted",
+        ]
+        for entry, receipt in zip(logged, receipts, strict=True):
+            assert (entry["crate"], entry["version"], entry["actor"], entry["job"]) == (
+                "kaze",
+                "0.1.6",
+                ACTOR,
+                str(receipt.job),
+            )
