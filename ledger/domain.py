@@ -195,6 +195,7 @@ class SyncJob(Aggregate):
         self.crate = crate
         self.open = True
         self.attempts = 0
+        self.failures = 0
 
     class IndexPushAttempted(Event):
         """A push and what the pusher reported about it: recorded, never trusted."""
@@ -259,7 +260,7 @@ class SyncJob(Aggregate):
     def failed(
         self, reason: str, detail: str | None, remote_head: str | None, next_retry: float | None
     ) -> None:
-        pass
+        self.failures += 1
 
     class IndexSyncCompleted(Event):
         TOPIC: ClassVar[str] = "ledger:IndexSyncCompleted"

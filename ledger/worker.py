@@ -78,6 +78,25 @@ class PassResult:
         }
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One round of build, push and read-back: what it was built on, pushed, and read."""
+
+    base: str | None
+    target: str | None
+    readback: ReadBack | None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.readback is not None and self.readback.confirmed
+
+    @property
+    def remote_moved(self) -> bool:
+        """The remote head moved away from the commit it was built on: rebuild on top at once."""
+        rb = self.readback
+        return rb is not None and not rb.contains_commit and rb.remote_head not in (None, self.base)
+
+
 @dataclass
 class _Chunk:
     jobs: list[OpenJob]
@@ -108,8 +127,6 @@ class SyncWorker:
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
         self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
-        self._last_commit = ""
-        self._last_base: str | None = None
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -162,11 +179,12 @@ class SyncWorker:
         aggregates = {UUID(j.job): self.ledger.app.get_job(UUID(j.job)) for j in jobs}
         for _ in range(self.options.rebase_rounds):
             outcome = self._attempt(chunk, aggregates)
-            if outcome is None or outcome.confirmed or not self._remote_moved(outcome):
+            if outcome.confirmed or not outcome.remote_moved:
                 break  # confirmed, or failed for a reason that another round now cannot fix
-        if outcome is not None and outcome.confirmed:
+        if outcome.confirmed:
+            assert outcome.target is not None
             result.confirmed += len(aggregates)
-            result.commits.append(self._last_commit)
+            result.commits.append(outcome.target)
         else:
             closed = sum(1 for job in aggregates.values() if not job.open)
             result.abandoned += closed
@@ -180,15 +198,14 @@ class SyncWorker:
             expected["config.json"] = json.dumps(dict(self.options.index_config), indent=2).encode() + b"\n"
         return expected
 
-    def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob]) -> ReadBack | None:
+    def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob]) -> _Attempt:
         """Build, push and read back once; records the attempt and its outcome on every job."""
         remote = self.index.remote_url
         try:
             head = self.index.fetch()
         except RemoteUnavailable as exc:
             self._fail(jobs, _unreadable(exc), exc.message, None)
-            return None
-        self._last_base = head
+            return _Attempt(None, None, None)
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
         message = f"Update crates: {', '.join(crates[:10])}" + (
@@ -226,24 +243,15 @@ class SyncWorker:
         try:
             readback = self.index.read_back(target, expected) if target else None
         except RemoteUnavailable as exc:
-            reason = _reason(report, None) if report.status != "ok" else _unreadable(exc)
+            reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
-            return None
+            return _Attempt(head, target, None)
         if readback is not None and readback.confirmed:
             assert target is not None
             self._confirm(chunk, jobs, target, readback)
-            self._last_commit = target
-            return readback
-        self._fail(jobs, _reason(report, readback), _detail(report, readback), readback)
-        return readback
-
-    def _remote_moved(self, readback: ReadBack) -> bool:
-        """The remote head moved away from the commit we built on: rebuild on top of it at once."""
-        return (
-            not readback.contains_commit
-            and readback.remote_head is not None
-            and readback.remote_head != self._last_base
-        )
+        else:
+            self._fail(jobs, _reason(report), _detail(report, readback), readback)
+        return _Attempt(head, target, readback)
 
     # -- recording --------------------------------------------------------------------------
 
@@ -273,16 +281,16 @@ class SyncWorker:
         now = time.time()
         head = readback.remote_head if readback else None
         for job in jobs.values():
-            attempts = max(job.attempts, 1)
-            if self.options.max_attempts is not None and attempts >= self.options.max_attempts:
+            failures = job.failures + 1
+            if self.options.max_attempts is not None and failures >= self.options.max_attempts:
                 job.failed(reason=reason, detail=detail, remote_head=head, next_retry=None)
-                job.abandoned(reason=f"{reason} after {attempts} attempts")
+                job.abandoned(reason=f"{reason} after {failures} failed attempts")
             else:
                 job.failed(
                     reason=reason,
                     detail=detail,
                     remote_head=head,
-                    next_retry=self.options.next_retry(attempts, now),
+                    next_retry=self.options.next_retry(failures, now),
                 )
         log_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
 
@@ -292,7 +300,7 @@ def _unreadable(exc: RemoteUnavailable) -> str:
     return "timeout" if classify_error(exc.message) == "timeout" else "unreachable"
 
 
-def _reason(report: PushReport, readback: ReadBack | None) -> str:
+def _reason(report: PushReport) -> str:
     """Why a push did not count, from what the pusher said and what the remote holds."""
     if report.status == "rejected":
         return "rejected"

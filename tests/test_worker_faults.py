@@ -149,3 +149,25 @@ def _push_foreign_file(server: RemoteServer, tmp_path: Path, path: str, data: by
         f"refs/heads/{server.branch}", sig, sig, "foreign", builder.write(), [head.id]
     )
     return str(commit)
+
+
+class TestGivingUp:
+    def test_a_job_is_abandoned_after_max_attempts_even_when_the_remote_never_answers(
+        self, store_url: str, tmp_path: Path
+    ) -> None:
+        """Failures that never reach a push (unreachable remote) still count towards max_attempts."""
+        settings = Settings(
+            store=store_url, remote="git://127.0.0.1:1/index.git", index_dir=tmp_path / "c.git"
+        )
+        options = WorkerOptions(max_attempts=2, backoff_base=1.0)
+        with open_ledger(settings) as ledger:
+            ledger.publish(make_line("kaze", "0.1.6"), "alice")
+            first = ledger.sync(options)
+            assert (first.failed, first.abandoned, first.open_left) == (1, 0, 1)
+            second = ledger.sync(options)
+            assert (second.failed, second.abandoned, second.open_left) == (0, 1, 0)
+            events = [e["event"] for e in ledger.history("kaze", "0.1.6")]
+            assert events.count("IndexPushFailed") == 2
+            assert events[-1] == "IndexSyncAbandoned"
+            report = ledger.audit()
+            assert [(d.crate, d.version, d.cls) for d in report.discrepancies] == [("kaze", "0.1.6", "lost")]
