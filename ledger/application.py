@@ -158,45 +158,44 @@ class PublicationLedger(Application[UUID]):
 
     def yank(self, name: str, version: str, actor: str) -> Receipt:
         """Record a yank: the version stays in the index, marked yanked."""
-        key = _key(name, version)
-
-        def change(crate: Crate | None) -> tuple[Crate, SyncJob]:
-            crate = _existing(crate, name)
-            crate.check_can_yank(key, version)
-            job = SyncJob(crate=crate.name, versions=[version], cause="VersionYanked", actor=actor)
-            crate._yanked(crate=crate.name, version=version, key=key, actor=actor, job=job.id)
-            return crate, job
-
-        return self._change(name, version, "VersionYanked", actor, change)
+        return self._state_change(name, version, actor, "VersionYanked", Crate.check_can_yank, Crate._yanked)
 
     def unyank(self, name: str, version: str, actor: str) -> Receipt:
         """Record an unyank of a yanked version."""
-        key = _key(name, version)
-
-        def change(crate: Crate | None) -> tuple[Crate, SyncJob]:
-            crate = _existing(crate, name)
-            crate.check_can_unyank(key, version)
-            job = SyncJob(crate=crate.name, versions=[version], cause="VersionUnyanked", actor=actor)
-            crate._unyanked(crate=crate.name, version=version, key=key, actor=actor, job=job.id)
-            return crate, job
-
-        return self._change(name, version, "VersionUnyanked", actor, change)
+        return self._state_change(
+            name, version, actor, "VersionUnyanked", Crate.check_can_unyank, Crate._unyanked
+        )
 
     def delete(self, name: str, version: str, actor: str, reason: str) -> Receipt:
         """Record an admin removal: the version's line must leave the index."""
-        key = _key(name, version)
         if not reason.strip():
             msg = "a deletion needs a reason"
             raise Invalid(msg, field="reason")
+        return self._state_change(
+            name, version, actor, "VersionDeleted", Crate.check_can_delete, Crate._deleted, reason=reason
+        )
+
+    def _state_change(
+        self,
+        name: str,
+        version: str,
+        actor: str,
+        event: str,
+        check: Callable[[Crate, str, str], None],
+        apply: Callable[..., None],
+        **extra: str,
+    ) -> Receipt:
+        """A change to an existing version: checked by the crate, saved with its index job."""
+        key = _key(name, version)
 
         def change(crate: Crate | None) -> tuple[Crate, SyncJob]:
             crate = _existing(crate, name)
-            crate.check_can_delete(key, version)
-            job = SyncJob(crate=crate.name, versions=[version], cause="VersionDeleted", actor=actor)
-            crate._deleted(crate=crate.name, version=version, key=key, actor=actor, reason=reason, job=job.id)
+            check(crate, key, version)
+            job = SyncJob(crate=crate.name, versions=[version], cause=event, actor=actor)
+            apply(crate, crate=crate.name, version=version, key=key, actor=actor, job=job.id, **extra)
             return crate, job
 
-        return self._change(name, version, "VersionDeleted", actor, change)
+        return self._change(name, version, event, actor, change)
 
     def _change(
         self,
