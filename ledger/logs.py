@@ -13,6 +13,15 @@ logger = logging.getLogger("ledger")
 
 def log_step(step: str, /, **fields: Any) -> None:
     """Log one step as a JSON line on the ``ledger`` logger (credentials redacted)."""
-    if logger.isEnabledFor(logging.INFO):
+    _log(logging.INFO, step, fields)
+
+
+def warn_step(step: str, /, **fields: Any) -> None:
+    """Log a step that needs attention (a failed push, an unreachable store) at WARNING."""
+    _log(logging.WARNING, step, fields)
+
+
+def _log(level: int, step: str, fields: dict[str, Any]) -> None:
+    if logger.isEnabledFor(level):
         payload = {"step": step, **{k: v for k, v in fields.items() if v is not None}}
-        logger.info(redact(json.dumps(payload, default=str, sort_keys=False)))
+        logger.log(level, redact(json.dumps(payload, default=str, sort_keys=False)))

@@ -19,6 +19,7 @@ tree unchanged when the earlier push did land, and confirms it by reading it bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -31,10 +32,10 @@ from uuid import UUID
 from ledger.api import Ledger
 from ledger.crate_files import crate_file
 from ledger.domain import SyncJob
-from ledger.errors import RemoteUnavailable
+from ledger.errors import InfrastructureError, RemoteUnavailable
 from ledger.git_index import GitIndex, PushReport, ReadBack, classify_error
 from ledger.lease import Lease
-from ledger.logs import log_step
+from ledger.logs import log_step, warn_step
 from ledger.names import index_path
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
 
@@ -142,15 +143,20 @@ class SyncWorker:
         """Keep syncing as jobs arrive; stand by while another worker holds the lock."""
         passes = 0
         while stop is None or not stop.is_set():
-            if self.lease.try_acquire():
-                result = self._pass(ignore_backoff=False)
-                if result.jobs:
-                    log_step("worker_pass", worker=self.name, **result.to_dict())
+            try:
+                if self.lease.try_acquire():
+                    result = self._pass(ignore_backoff=False)
+                    if result.jobs:
+                        log_step("worker_pass", worker=self.name, **result.to_dict())
+            except InfrastructureError as exc:
+                # The store or the remote is away: nothing was recorded as done; try again later.
+                warn_step("worker_waiting", worker=self.name, error=exc.message)
             passes += 1
             if max_passes is not None and passes >= max_passes:
                 break
             time.sleep(poll)
-        self.lease.release()
+        with contextlib.suppress(InfrastructureError):
+            self.lease.release()
 
     def _pass(self, *, ignore_backoff: bool) -> PassResult:
         self.ledger.views.catch_up()
@@ -292,7 +298,7 @@ class SyncWorker:
                     remote_head=head,
                     next_retry=self.options.next_retry(failures, now),
                 )
-        log_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
+        warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
 
 
 def _unreadable(exc: RemoteUnavailable) -> str:
