@@ -20,10 +20,19 @@ from eventsourcing.persistence import Notification
 from ledger.application import PublicationLedger
 from ledger.errors import LedgerError
 from ledger.ports import Cursor, Database
-from projections.schema import TABLES, VIEW_TABLES, consistency_view
+from projections.schema import (
+    TABLES,
+    UNSYNCED_TABLE,
+    VIEW_TABLES,
+    consistency_view,
+    has_table,
+    unsynced_refresh,
+)
 from projections.views import ViewBatch
 
 TRACKING_NAME = "views"
+REBUILD_BATCH_SIZE = 10_000
+"""Events per transaction when every view is rebuilt from position zero."""
 
 
 class ProjectionError(LedgerError):
@@ -44,13 +53,29 @@ class ViewRunner:
 
     def create_tables(self) -> None:
         with self.db.transaction() as cur:
-            for statement in TABLES:
-                cur.execute(statement)
-            cur.execute(consistency_view(self.db.dialect))
-            cur.execute(
-                "INSERT INTO view_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
-                (TRACKING_NAME,),
-            )
+            self._create_view_tables(cur)
+            self._ensure_unsynced(cur)
+
+    def _create_view_tables(self, cur: Cursor) -> None:
+        for statement in TABLES:
+            cur.execute(statement)
+        cur.execute(consistency_view(self.db.dialect))
+        cur.execute(
+            "INSERT INTO view_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+            (TRACKING_NAME,),
+        )
+
+    def _ensure_unsynced(self, cur: Cursor) -> None:
+        """Create ``view_unsynced`` from the views as they stand, unless it exists.
+
+        Batches keep it up to date once it exists; while it does not (a rebuild is replaying
+        the log, or the views predate it), they leave it alone and the audit compares every
+        crate. The tracking row is locked first, so no batch is applied meanwhile.
+        """
+        self._tracked_for_update(cur)
+        if not has_table(self.db, "view_unsynced", cur):
+            cur.execute(UNSYNCED_TABLE)
+            cur.execute(unsynced_refresh(None))
 
     def drop_tables(self) -> None:
         with self.db.transaction() as cur:
@@ -59,10 +84,23 @@ class ViewRunner:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     def rebuild(self) -> int:
-        """Drop the views and their tracking, then replay the whole log from position zero."""
+        """Drop the views and their tracking, then replay the whole log from position zero.
+
+        ``view_unsynced`` is made once at the end, from the rebuilt views, instead of batch by
+        batch; a rebuild that stops half way leaves it to the next :meth:`create_tables`.
+        """
         self.drop_tables()
-        self.create_tables()
-        return self.catch_up()
+        with self.db.transaction() as cur:
+            self._create_view_tables(cur)
+        batch_size = self.batch_size
+        self.batch_size = max(batch_size, REBUILD_BATCH_SIZE)
+        try:
+            position = self.catch_up()
+        finally:
+            self.batch_size = batch_size
+        with self.db.transaction() as cur:
+            self._ensure_unsynced(cur)
+        return position
 
     # -- positions --------------------------------------------------------------------------
 
@@ -125,7 +163,7 @@ class ViewRunner:
             with self.db.transaction() as cur:
                 if self._tracked_for_update(cur) != start:
                     return  # another runner applied this batch first
-                batch = ViewBatch()
+                batch = ViewBatch(track_unsynced=has_table(self.db, "view_unsynced", cur))
                 for position, event in events:
                     batch.apply(position, event, cur)
                 batch.flush(cur)
@@ -146,9 +184,10 @@ class ViewRunner:
         culprit = events[0][0]
         try:
             with self.db.transaction() as cur:
+                track_unsynced = has_table(self.db, "view_unsynced", cur)
                 for position, event in events:
                     culprit = position
-                    batch = ViewBatch()
+                    batch = ViewBatch(track_unsynced=track_unsynced)
                     batch.apply(position, event, cur)
                     batch.flush(cur)
                 raise _Rollback

@@ -14,6 +14,14 @@ content_mismatch  both have it, the lines differ (beyond ``yanked``), no open jo
 
 from __future__ import annotations
 
+from ledger.ports import Cursor, Database
+
+UNSYNCED_TABLE = "CREATE TABLE IF NOT EXISTS view_unsynced (crate_key TEXT PRIMARY KEY)"
+"""The crate keys with at least one out-of-sync version, kept by the projection in each batch's
+transaction (every crate whose rows the batch changed is compared again), so that the audit
+classifies those crates only instead of joining every version of both views. Created apart
+from ``TABLES``, filled from the views as they stand (see ``ViewRunner.create_tables``)."""
+
 TABLES = [
     """CREATE TABLE IF NOT EXISTS view_versions (
         crate_key TEXT NOT NULL, vers_key TEXT NOT NULL, crate TEXT NOT NULL, version TEXT NOT NULL,
@@ -54,28 +62,25 @@ VIEW_TABLES = [
     "view_jobs",
     "view_scans",
     "view_tracking",
+    "view_unsynced",
 ]
 
-# The body shared by the SQL view (now, 15 minutes) and the audit query (any now, any grace).
-_CONSISTENCY_BODY = """
-open_jobs AS (
-    SELECT crate_key, MIN(enqueued_at) AS since,
-           MAX(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END) AS failing
-    FROM view_jobs WHERE state = 'open' GROUP BY crate_key
-),
-pairs AS (
+# What differs, version by version, between the two views: every (crate, version) either view
+# holds, with ``diff`` saying how it differs (NULL: in sync). ``{versions_scope}`` and
+# ``{index_scope}`` limit it to some crate keys (or are empty).
+_DIFFS = """pairs AS (
     SELECT v.crate_key, v.vers_key, v.crate, v.version, v.state AS db_state,
            v.digest AS db_digest, v.updated_at AS db_at,
            i.yanked AS ix_yanked, i.digest AS ix_digest, i.updated_at AS ix_at,
            CASE WHEN i.crate_key IS NULL THEN 0 ELSE 1 END AS in_index
     FROM view_versions v
-    LEFT JOIN view_index i ON i.crate_key = v.crate_key AND i.vers_key = v.vers_key
+    LEFT JOIN view_index i ON i.crate_key = v.crate_key AND i.vers_key = v.vers_key{versions_scope}
     UNION ALL
     SELECT i.crate_key, i.vers_key, i.crate, i.version, NULL, NULL, NULL,
            i.yanked, i.digest, i.updated_at, 1
     FROM view_index i
     LEFT JOIN view_versions v ON v.crate_key = i.crate_key AND v.vers_key = i.vers_key
-    WHERE v.crate_key IS NULL
+    WHERE v.crate_key IS NULL{index_scope}
 ),
 diffs AS (
     SELECT p.*, CASE
@@ -89,7 +94,16 @@ diffs AS (
         WHEN p.db_digest <> p.ix_digest THEN 'line differs'
     END AS diff
     FROM pairs p
-)
+)"""
+
+# The body shared by the SQL view (now, 15 minutes) and the audit query (any now, any grace).
+_CONSISTENCY_BODY = """
+open_jobs AS (
+    SELECT crate_key, MIN(enqueued_at) AS since,
+           MAX(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END) AS failing
+    FROM view_jobs WHERE state = 'open' GROUP BY crate_key
+),
+{diffs}
 SELECT d.crate, d.version,
     CASE
         WHEN o.crate_key IS NULL THEN CASE d.diff
@@ -123,16 +137,76 @@ _GREATEST = {"sqlite": "max", "postgresql": "greatest"}
 DEFAULT_GRACE_S = 900.0
 
 
-def consistency_query(dialect: str) -> str:
-    """The audit's query: parameters are ``now`` and ``grace`` (seconds)."""
+_UNSYNCED = "SELECT crate_key FROM view_unsynced"
+
+
+def _diffs(scope: str | None, *, by_version: bool = False) -> str:
+    """The ``pairs`` and ``diffs`` CTEs, over every crate or only those ``scope`` selects
+    (crate keys, or with ``by_version`` (crate key, version key) pairs)."""
+    if scope is None:
+        return _DIFFS.format(versions_scope="", index_scope="")
+    v, i = (
+        ("(v.crate_key, v.vers_key)", "(i.crate_key, i.vers_key)")
+        if by_version
+        else ("v.crate_key", "i.crate_key")
+    )
+    return _DIFFS.format(versions_scope=f"\n    WHERE {v} IN ({scope})", index_scope=f" AND {i} IN ({scope})")
+
+
+def _body(dialect: str, scope: str | None) -> str:
+    return _CONSISTENCY_BODY.format(greatest=_GREATEST[dialect], diffs=_diffs(scope))
+
+
+def consistency_query(dialect: str, *, every_crate: bool = False) -> str:
+    """The audit's query: parameters are ``now`` and ``grace`` (seconds).
+
+    It classifies the crates of ``view_unsynced`` only, which gives the same rows as the SQL
+    view's query over every crate (``every_crate``): a crate none of whose versions differs
+    has no row in either.
+    """
     params = "params AS (SELECT CAST(? AS DOUBLE PRECISION) AS now, CAST(? AS DOUBLE PRECISION) AS grace),"
-    return "WITH " + params + _CONSISTENCY_BODY.format(greatest=_GREATEST[dialect])
+    return "WITH " + params + _body(dialect, None if every_crate else _UNSYNCED)
+
+
+def unsynced_refresh(keys: int | None, *, versions: bool = False) -> str:
+    """Insert into ``view_unsynced`` each crate that has a version out of sync.
+
+    Among the crates of ``keys`` crate keys given as parameters (the caller first deletes their
+    rows), or of every crate (None); with ``versions``, ``keys`` (crate key, version key) pairs
+    are given and only those versions are compared.
+    """
+    if keys is None:
+        scope, head = None, "WITH "
+    elif versions:
+        scope = "SELECT crate_key, vers_key FROM scope"
+        head = f"WITH scope (crate_key, vers_key) AS (VALUES {', '.join(['(?, ?)'] * keys)}),\n"
+    else:
+        scope = "SELECT crate_key FROM scope"
+        head = f"WITH scope (crate_key) AS (VALUES {', '.join(['(?)'] * keys)}),\n"
+    return (
+        head
+        + _diffs(scope, by_version=versions)
+        + "\nINSERT INTO view_unsynced (crate_key)"
+        + " SELECT DISTINCT crate_key FROM diffs WHERE diff IS NOT NULL ON CONFLICT (crate_key) DO NOTHING"
+    )
 
 
 def consistency_view(dialect: str) -> str:
     """``CREATE VIEW consistency``: the same classes, now, with the default grace of 15 minutes."""
     params = f"params AS (SELECT {_NOW[dialect]} AS now, {DEFAULT_GRACE_S} AS grace),"
-    body = "WITH " + params + _CONSISTENCY_BODY.format(greatest=_GREATEST[dialect])
+    body = "WITH " + params + _body(dialect, None)
     if dialect == "postgresql":
         return "CREATE OR REPLACE VIEW consistency AS " + body
     return "CREATE VIEW IF NOT EXISTS consistency AS " + body
+
+
+def has_table(db: Database, name: str, cur: Cursor | None = None) -> bool:
+    """Whether the store has the table ``name`` (in the connection's schema)."""
+    if db.dialect == "postgresql":
+        sql = "SELECT to_regclass(?) IS NOT NULL"
+    else:
+        sql = "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    if cur is None:
+        return bool(db.query(sql, (name,))[0][0])
+    cur.execute(sql, (name,))
+    return bool(cur.fetchone()[0])

@@ -9,15 +9,18 @@ dropped and rebuilt from position zero.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.domain import Crate, IndexRemote, SyncJob
 from ledger.index_format import fields_digest
 from ledger.names import collision_key
 from ledger.ports import Cursor
+from projections.schema import unsynced_refresh
 
 _VERSION_COLUMNS = (
     "crate_key",
@@ -65,6 +68,17 @@ _JOB_UPDATABLE = (
 )
 
 
+T = TypeVar("T")
+
+_KEYS_PER_STATEMENT = 500
+"""Crate keys bound in one statement: well below the bound-parameter limit of every SQLite build."""
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _insert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
@@ -91,6 +105,8 @@ class ViewBatch:
     index_files: dict[str, _IndexFile] = field(default_factory=dict)
     scans: list[tuple[Any, ...]] = field(default_factory=list)
     last_position: int = 0
+    track_unsynced: bool = True
+    """Keep ``view_unsynced`` (False while it does not exist)."""
 
     def apply(self, position: int, event: Any, cursor: Cursor) -> None:
         """Fold one event into the batch (reads the cursor only for scans' race checks)."""
@@ -104,15 +120,20 @@ class ViewBatch:
     def _published(self, pos: int, e: Crate.VersionPublished, _: Cursor) -> None:
         at = e.timestamp.timestamp()
         line = e.line
-        self.new_versions[(collision_key(e.crate), e.key)] = {
-            "crate_key": collision_key(e.crate),
+        text = json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+        yanked = line.get("yanked")
+        # A line already saying "yanked":false renders as itself for its digest.
+        digest = hashlib.sha256(text.encode()).hexdigest() if yanked is False else fields_digest(line)
+        crate_key = collision_key(e.crate)
+        self.new_versions[(crate_key, e.key)] = {
+            "crate_key": crate_key,
             "vers_key": e.key,
             "crate": e.crate,
             "version": e.version,
-            "state": "yanked" if line.get("yanked") else "published",
+            "state": "yanked" if yanked else "published",
             "cksum": e.cksum,
-            "line": json.dumps(line, separators=(",", ":"), ensure_ascii=False),
-            "digest": fields_digest(line),
+            "line": text,
+            "digest": digest,
             "seq": pos,
             "published_at": at,
             "updated_at": at,
@@ -271,21 +292,52 @@ class ViewBatch:
                 _insert("view_jobs", _JOB_COLUMNS),
                 [tuple(r[c] for c in _JOB_COLUMNS) for r in self.new_jobs.values()],
             )
+        # One statement per set of changed columns, each with all its jobs.
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for job, change in self.job_updates.items():
-            sets = [f"{c} = ?" for c in _JOB_UPDATABLE if c in change]
-            params = [change[c] for c in _JOB_UPDATABLE if c in change]
-            cursor.execute(
-                f"UPDATE view_jobs SET attempts = attempts + ?, failures = failures + ?, "
-                f"{', '.join(sets)} WHERE job = ?",
-                (change["attempts"], change["failures"], *params, job),
+            columns = tuple(c for c in _JOB_UPDATABLE if c in change)
+            params = [change[c] for c in columns]
+            updates.setdefault(columns, []).append((change["attempts"], change["failures"], *params, job))
+        for columns, rows in updates.items():
+            sets = ", ".join(f"{c} = ?" for c in columns)
+            cursor.executemany(
+                "UPDATE view_jobs SET attempts = attempts + ?, failures = failures + ?, "
+                f"{sets} WHERE job = ?",
+                rows,
             )
         self._flush_index(cursor)
+        if self.track_unsynced:
+            self._flush_unsynced(cursor)
         if self.scans:
             cursor.executemany(
                 "INSERT INTO view_scans (position, remote, branch, head, base_position, at, files, "
                 "changed_files, discrepancies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.scans,
             )
+
+    def _flush_unsynced(self, cursor: Cursor) -> None:
+        """Keep ``view_unsynced`` equal to the crates with a version out of sync.
+
+        A crate whose index file the batch replaced, or that was already out of sync, is
+        compared again version by version. A crate that was in sync and whose registry rows
+        alone changed can only be out of sync in the versions changed: only those are compared.
+        """
+        changed: dict[str, set[str]] = {}
+        for crate_key, vers_key in itertools.chain(self.new_versions, self.version_updates):
+            changed.setdefault(crate_key, set()).add(vers_key)
+        whole = set(self.index_files)
+        registry_only = sorted(changed.keys() - whole)
+        for chunk in _chunks(registry_only, _KEYS_PER_STATEMENT):
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(f"SELECT crate_key FROM view_unsynced WHERE crate_key IN ({marks})", chunk)
+            whole.update(row[0] for row in cursor.fetchall())
+        for chunk in _chunks(sorted(whole), _KEYS_PER_STATEMENT):
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(f"DELETE FROM view_unsynced WHERE crate_key IN ({marks})", chunk)
+            cursor.execute(unsynced_refresh(len(chunk)), chunk)
+        pairs = [(c, v) for c in registry_only if c not in whole for v in sorted(changed[c])]
+        for part in _chunks(pairs, _KEYS_PER_STATEMENT // 2):
+            cursor.execute(unsynced_refresh(len(part), versions=True), [k for pair in part for k in pair])
 
     def _flush_index(self, cursor: Cursor) -> None:
         if not self.index_files:
