@@ -40,6 +40,7 @@ from ledger.ports import Database
 from ledger.settings import redact
 from ledger.versions import parse_version
 from projections.queries import VersionRow
+from projections.schema import has_table
 
 if TYPE_CHECKING:
     from ledger.api import Ledger
@@ -287,16 +288,37 @@ def registry_fingerprints(db: Database, *, ordered: bool) -> dict[str, tuple[str
     return found
 
 
-def _belief_fingerprints(db: Database) -> dict[str, tuple[str, str | None]]:
-    """Every crate key of the index view: the path believed and the fingerprint of its entries."""
+def _belief_fingerprints(
+    db: Database, keys: Iterable[str] | None = None
+) -> dict[str, tuple[str, str | None]]:
+    """Each crate key of the index view (all, or those of ``keys``): the path believed and the
+    fingerprint of its entries."""
     listed = _concat(db, "i.digest || CASE WHEN i.yanked = 1 THEN 'y' ELSE 'n' END")
+    query = (
+        f"SELECT f.crate_key, f.path, {listed} FROM view_index_files f "
+        "LEFT JOIN view_index i ON i.crate_key = f.crate_key{where} GROUP BY f.crate_key, f.path"
+    )
+    if keys is None:
+        rows: Iterable[tuple[Any, ...]] = db.stream(query.format(where=""))
+    else:
+        rows = (
+            row
+            for chunk in chunks(keys)
+            for row in db.query(
+                query.format(where=f" WHERE f.crate_key IN ({', '.join('?' * len(chunk))})"), chunk
+            )
+        )
     return {
         crate_key: (path, fingerprint(tags.split(","), ordered=False) if tags else None)
-        for crate_key, path, tags in db.stream(
-            f"SELECT f.crate_key, f.path, {listed} FROM view_index_files f "
-            "LEFT JOIN view_index i ON i.crate_key = f.crate_key GROUP BY f.crate_key, f.path"
-        )
+        for crate_key, path, tags in rows
     }
+
+
+def _unsynced_keys(db: Database) -> set[str] | None:
+    """The crates with a version out of sync (``view_unsynced``); None when it is not kept."""
+    if not has_table(db, "view_unsynced"):
+        return None
+    return {row[0] for row in db.query("SELECT crate_key FROM view_unsynced")}
 
 
 def _concat(db: Database, expression: str) -> str:
@@ -457,9 +479,15 @@ def save_remote_events(ledger: Ledger, url: str, record: Callable[[IndexRemote],
 
 
 def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findings) -> tuple[int, int]:
-    """Every crate file at head; files equal to both views are recognised by hashing alone."""
+    """Every crate file at head; files equal to both views are recognised by hashing alone.
+
+    The index view of a crate in sync holds exactly the live versions of the database view,
+    so its fingerprint is the registry's: only the crates out of sync have their index view
+    read (all of them when ``view_unsynced`` is not kept).
+    """
     registry = registry_fingerprints(db, ordered=False)
-    beliefs = _belief_fingerprints(db)
+    unsynced = _unsynced_keys(db)
+    beliefs = _belief_fingerprints(db, sorted(unsynced) if unsynced is not None else None)
     scope: Scope = {}
     present: set[str] = set()
     own_seen: set[str] = set()
@@ -474,7 +502,7 @@ def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findi
         registered = registry.get(key)
         if registered is not None and name == registered[0].lower():  # the crate's own file
             own_seen.add(key)
-            believed = beliefs.get(key)
+            believed = beliefs.get(key) if unsynced is None or key in unsynced else registered
             real = file_fingerprint(data, ordered=False)
             if real == registered[1] and real == (believed[1] if believed else None):
                 continue

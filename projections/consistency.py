@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.ports import Database
-from projections.schema import consistency_query
+from projections.schema import consistency_query, has_table
 
 CLASSES = ("pending", "stuck", "lost", "phantom", "yank_mismatch", "content_mismatch")
 ALARMS = frozenset(CLASSES) - {"pending"}
@@ -71,7 +71,8 @@ def iso(epoch: float) -> str:
 
 def audit(db: Database, *, now: float, grace: float, position: int) -> AuditReport:
     """Classify every out-of-sync version as of ``now`` (views at ``position``)."""
-    rows = db.query(consistency_query(db.dialect) + " ORDER BY 1, 2", (now, grace))
+    every_crate = not has_table(db, "view_unsynced")  # a rebuild is under way
+    rows = db.query(consistency_query(db.dialect, every_crate=every_crate) + " ORDER BY 1, 2", (now, grace))
     found = [
         Discrepancy(crate, version, cls, float(since), job, difference)
         for crate, version, cls, since, job, difference, _, _ in rows

@@ -70,6 +70,9 @@ _JOB_UPDATABLE = (
 
 T = TypeVar("T")
 
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""``json.dumps(line, separators=(",", ":"), ensure_ascii=False)``, without a new encoder per call."""
+
 _KEYS_PER_STATEMENT = 500
 """Crate keys bound in one statement: well below the bound-parameter limit of every SQLite build."""
 
@@ -120,7 +123,7 @@ class ViewBatch:
     def _published(self, pos: int, e: Crate.VersionPublished, _: Cursor) -> None:
         at = e.timestamp.timestamp()
         line = e.line
-        text = json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+        text = _LINE_JSON.encode(line)
         yanked = line.get("yanked")
         # A line already saying "yanked":false renders as itself for its digest.
         digest = hashlib.sha256(text.encode()).hexdigest() if yanked is False else fields_digest(line)
