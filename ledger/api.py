@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -242,9 +242,6 @@ class Ledger:
     def verify(self) -> ChainReport:
         """Walk the hash chain over every stored event."""
         return walk_chain(self.db)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 def _mentions(versions_json: str, key: str) -> bool:

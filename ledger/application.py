@@ -8,7 +8,6 @@ it never waits on git.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -81,10 +80,6 @@ class PublicationLedger(Application[UUID]):
 
     name = "PublicationLedger"
     snapshotting_intervals = {Crate: 100}  # noqa: RUF012  (the library's own class attribute)
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__(env)
-        self.worker_name = f"{socket.gethostname()}:{id(self):x}"
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshot each saved aggregate whose version crossed a snapshot interval in this save.
@@ -394,10 +389,6 @@ class PublicationLedger(Application[UUID]):
             return IndexRemote(url=shown)
         assert isinstance(found, IndexRemote)
         return found
-
-    def events_of(self, aggregate_id: UUID) -> Iterator[Any]:
-        """Every event of one aggregate, oldest first."""
-        yield from self.repository.event_store.get(aggregate_id)
 
 
 class _Batch:
