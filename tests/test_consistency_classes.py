@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pygit2
-from pygit2.enums import FileMode
 
 from ledger.api import AsOf, Ledger
 from ledger.bootstrap import open_ledger
 from ledger.names import index_path
 from ledger.settings import Settings
+from ledger.testing.tamper import push_straight
 from ledger.worker import WorkerOptions
 from projections.consistency import AuditReport, Discrepancy
 from tests.conftest import make_line
@@ -50,19 +49,7 @@ def opened(store_url: str, remote: Path | str, tmp_path: Path) -> Iterator[Ledge
 
 def force_push(remote: Path, files: Mapping[str, bytes | None]) -> str:
     """Replace the remote's head by a commit with ``files`` changed (None deletes), as a force push."""
-    repo = pygit2.Repository(str(remote))
-    head = repo.references["refs/heads/master"].peel(pygit2.Commit)
-    index = pygit2.Index()
-    index.read_tree(head.tree)
-    for path, data in files.items():
-        if data is None:
-            index.remove(path)
-        else:
-            index.add(pygit2.IndexEntry(path, repo.create_blob(data), FileMode.BLOB))
-    sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
-    commit = repo.create_commit(None, sig, sig, "forced", index.write_tree(repo), list(head.parent_ids))
-    repo.references.create("refs/heads/master", commit, force=True)
-    return str(commit)
+    return push_straight(remote, files, rewrite=True, message="forced")
 
 
 def only(report: AuditReport) -> Discrepancy:

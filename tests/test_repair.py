@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import pygit2
 import pytest
-from pygit2.enums import FileMode
 
 from ledger.api import Ledger
 from ledger.bootstrap import open_ledger
@@ -22,6 +20,7 @@ from ledger.lease import Lease
 from ledger.names import index_path
 from ledger.repair import config_bytes, rendered_lines
 from ledger.settings import Settings
+from ledger.testing import tamper
 from ledger.testing.cargo import cargo_available, resolve
 from ledger.testing.remote import Mode, RemoteServer
 from ledger.worker import WorkerOptions
@@ -80,19 +79,7 @@ def remote_file(remote: Path, path: str) -> bytes | None:
 
 def push_straight(remote: Path, files: Mapping[str, bytes | None]) -> str:
     """Commit ``files`` (None deletes) straight into the remote's branch, bypassing the ledger."""
-    repo = pygit2.Repository(str(remote))
-    head = repo.references["refs/heads/master"].peel(pygit2.Commit)
-    index = pygit2.Index()
-    index.read_tree(head.tree)
-    for path, data in files.items():
-        if data is None:
-            index.remove(path)
-        else:
-            index.add(pygit2.IndexEntry(path, repo.create_blob(data), FileMode.BLOB))
-    sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
-    commit = repo.create_commit(None, sig, sig, "outside the ledger", index.write_tree(repo), [head.id])
-    repo.references.create("refs/heads/master", commit, force=True)
-    return str(commit)
+    return tamper.push_straight(remote, files)
 
 
 def publish_and_sync(ledger: Ledger, *lines: dict[str, Any]) -> None:

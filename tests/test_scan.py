@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pygit2
-from pygit2.enums import FileMode
 
 from ledger.api import AsOf, Ledger
 from ledger.bootstrap import open_ledger
@@ -18,6 +16,7 @@ from ledger.index_format import fields_digest
 from ledger.names import index_path
 from ledger.scan import line_tag, read_line
 from ledger.settings import Settings
+from ledger.testing import tamper
 from tests.conftest import make_line
 
 ACTOR = "alice"
@@ -61,25 +60,8 @@ def remote_file(remote: Path, path: str) -> bytes | None:
 
 
 def push_straight(remote: Path, files: Mapping[str, bytes | None], *, rewrite: bool = False) -> str:
-    """Commit ``files`` (None deletes) straight into the remote's branch, bypassing the ledger.
-
-    ``rewrite`` replaces the head instead of building on it, as a force push would.
-    """
-    repo = pygit2.Repository(str(remote))
-    head = repo.references["refs/heads/master"].peel(pygit2.Commit)
-    index = pygit2.Index()
-    index.read_tree(head.tree)
-    for path, data in files.items():
-        if data is None:
-            index.remove(path)
-        else:
-            index.add(pygit2.IndexEntry(path, repo.create_blob(data), FileMode.BLOB))
-    tree = index.write_tree(repo)
-    sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
-    parents = list(head.parent_ids) if rewrite else [head.id]
-    commit = repo.create_commit(None, sig, sig, "outside the ledger", tree, parents)
-    repo.references.create("refs/heads/master", commit, force=True)
-    return str(commit)
+    """Commit ``files`` (None deletes) straight into the remote's branch, bypassing the ledger."""
+    return tamper.push_straight(remote, files, rewrite=rewrite)
 
 
 def publish_and_sync(ledger: Ledger, *lines: dict[str, Any]) -> None:

@@ -30,6 +30,31 @@ def force_push(bare_path: Path, branch: str, edits: Mapping[str, Edit], message:
     return str(commit)
 
 
+def push_straight(
+    bare_path: Path,
+    files: Mapping[str, bytes | None],
+    *,
+    branch: str = "master",
+    rewrite: bool = False,
+    message: str = "outside the ledger",
+) -> str:
+    """Commit ``files`` (None deletes) straight into the branch, bypassing the ledger.
+
+    ``rewrite`` replaces the head instead of building on it, as a force push would.
+    """
+    repo = pygit2.Repository(str(bare_path))
+    head = repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit)
+    tree = head.tree
+    for path, data in files.items():
+        blob = None if data is None else repo.create_blob(data)
+        tree = repo[_replace(repo, tree, path.split("/"), blob)].peel(pygit2.Tree)
+    sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
+    parents = list(head.parent_ids) if rewrite else [head.id]
+    commit = repo.create_commit(None, sig, sig, message, tree.id, parents)
+    repo.references.create(f"refs/heads/{branch}", commit, force=True)
+    return str(commit)
+
+
 def _read(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> bytes | None:
     try:
         entry = tree[path]
