@@ -605,6 +605,9 @@ def demo() -> None:
     """The 2020-02-20 incident end to end, on a temporary SQLite store and a git server on 127.0.0.1."""
     from ledger.demo import run_demo
 
+    logger = logging.getLogger("ledger")
+    if logger.level > logging.INFO:  # the story prints every step; keep WARNING lines for -v
+        logger.setLevel(logging.ERROR)
     raise typer.Exit(run_demo(sys.stdout))
 
 
