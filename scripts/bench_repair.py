@@ -51,7 +51,7 @@ from _common import (
     stores_from_args,
     workdir,
 )
-from bench_views import BRANCH, baseline_index, copy_repo
+from bench_views import BRANCH, RETRY_WAIT_S, baseline_index, copy_repo, retrying
 
 GOALS = {
     "import_lines_per_s": 20_000.0,
@@ -60,6 +60,9 @@ GOALS = {
     "recovery_s": 60.0,
 }
 TIMEOUT_MS = 15_000
+STORE_ATTEMPTS = 3
+"""Each store is measured from the start again when a step fails (another job on this machine
+restarts PostgreSQL in its tests); a measurement is never stitched from two attempts."""
 
 
 # -- the remotes ----------------------------------------------------------------------------------
@@ -434,13 +437,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline index: {json.dumps(built)}", file=sys.stderr, flush=True)
         for store in stores_from_args(args.store, folder):
             print(f"measuring {store.label} ...", file=sys.stderr, flush=True)
-            store_folder = folder / store.label.lower()
-            store_folder.mkdir()
-            try:
-                results.append((store.label, measure_store(args, store.url, store_folder, base, script)))
-            finally:
-                drop_pg_schema(store)
-            shutil.rmtree(store_folder, ignore_errors=True)
+            for attempt in range(1, STORE_ATTEMPTS + 1):
+                store_folder = folder / f"{store.label.lower()}-{attempt}"
+                store_folder.mkdir()
+                try:
+                    results.append((store.label, measure_store(args, store.url, store_folder, base, script)))
+                    break
+                except SystemExit as exc:  # a child failed: PostgreSQL restarted by another job?
+                    if attempt == STORE_ATTEMPTS:
+                        raise
+                    print(f"{exc}; measuring {store.label} again from the start", file=sys.stderr, flush=True)
+                finally:
+                    retrying("drop schema", lambda: drop_pg_schema(store))  # noqa: B023
+                    shutil.rmtree(store_folder, ignore_errors=True)
+                    if store.url.startswith("sqlite:///"):
+                        for suffix in ("", "-wal", "-shm"):
+                            Path(store.url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+                time.sleep(RETRY_WAIT_S)
     after_load = os.getloadavg()
     print(f"Command: `{command_line()}`")
     print(

@@ -32,9 +32,9 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -62,6 +62,32 @@ GOALS = {
     "peak_mib": 1024.0,
 }
 WORKER_BATCH = 2000
+RETRIES = 8
+RETRY_WAIT_S = 5.0
+T = TypeVar("T")
+
+RETRIED: list[str] = []
+"""Steps that failed because the store went away (another job on this machine restarts
+PostgreSQL in its tests) and were run again; reported with the figures."""
+
+
+def retrying(what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, run again (up to ``RETRIES`` times) after the store or the remote went away."""
+    import psycopg
+    from eventsourcing.persistence import PersistenceError
+
+    from ledger.errors import InfrastructureError
+
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return fn()
+        except (InfrastructureError, PersistenceError, psycopg.OperationalError) as exc:
+            if attempt == RETRIES:
+                raise
+            RETRIED.append(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+            print(f"{what} failed ({exc}); again in {RETRY_WAIT_S:g} s", file=sys.stderr, flush=True)
+            time.sleep(RETRY_WAIT_S)
+    raise AssertionError("unreachable")
 
 
 # -- the baseline index (shared by bench_repair) ------------------------------------------------
@@ -142,7 +168,7 @@ def setup(url: str, remote: Path, clone: Path, trace_limit: int | None) -> dict[
     settings = Settings(store=url, remote=str(remote), branch=BRANCH, index_dir=clone, timeout_ms=600_000)
     with open_ledger(settings) as ledger:
         started = time.perf_counter()
-        imported = ledger.import_index(str(remote))
+        imported = retrying("import", lambda: ledger.import_index(str(remote)))
         out["import"] = {
             "files": imported.files,
             "lines": imported.lines,
@@ -153,7 +179,10 @@ def setup(url: str, remote: Path, clone: Path, trace_limit: int | None) -> dict[
         }
         out["trace"] = record_trace(ledger, trace_limit)
         started = time.perf_counter()
-        synced = ledger.sync(WorkerOptions(max_batch=WORKER_BATCH, lease_ttl=600.0))
+        options = WorkerOptions(max_batch=WORKER_BATCH, lease_ttl=600.0)
+        synced = retrying("sync", lambda: ledger.sync(options))
+        while synced.open_left:  # a pass cut short by the store going away
+            synced = retrying("sync", lambda: ledger.sync(options))
         out["sync"] = {
             "jobs": synced.jobs,
             "confirmed": synced.confirmed,
@@ -163,6 +192,7 @@ def setup(url: str, remote: Path, clone: Path, trace_limit: int | None) -> dict[
         }
         out["events"] = ledger.views.head()
     out["peak_rss_mib"] = peak_rss_mib()
+    out["retried"] = RETRIED
     return out
 
 
@@ -187,7 +217,7 @@ def record_trace(ledger: Ledger, limit: int | None) -> dict[str, Any]:
 
     def flush() -> None:
         if pending:
-            bulk = ledger.publish_many(list(pending), ACTOR)
+            bulk = retrying("publish_many", lambda: ledger.publish_many(list(pending), ACTOR))
             counts["accepted"] += bulk.accepted
             counts["present"] += bulk.present
             counts["refused"] += len(bulk.refused)
@@ -207,11 +237,9 @@ def record_trace(ledger: Ledger, limit: int | None) -> dict[str, Any]:
         if collision_key(event.crate) in pending_keys:
             flush()
         counts[f"{event.event}s"] += 1
+        change = ledger.yank if event.event == "yank" else ledger.unyank
         try:
-            if event.event == "yank":
-                ledger.yank(event.crate, event.version, ACTOR)
-            else:
-                ledger.unyank(event.crate, event.version, ACTOR)
+            retrying(event.event, lambda: change(event.crate, event.version, ACTOR))  # noqa: B023
         except LedgerError:
             counts["skipped"] += 1
     flush()
@@ -231,38 +259,45 @@ def measure(url: str, remote: Path, clone: Path, audits: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     settings = Settings(store=url, remote=str(remote), branch=BRANCH, index_dir=clone, timeout_ms=600_000)
     with open_ledger(settings) as ledger:
-        out["rows"] = view_rows(ledger)
-        started, cpu = time.perf_counter(), time.process_time()
-        position = ledger.rebuild()
-        seconds = time.perf_counter() - started
-        out["rebuild"] = {
-            "events": position,
-            "seconds": seconds,
-            "cpu_seconds": time.process_time() - cpu,
-            "events_per_s": position / seconds,
-            "peak_rss_mib": peak_rss_mib(),
-        }
-        out["audit"] = timed_audits(ledger, audits)
+        out["rows"] = retrying("count", lambda: view_rows(ledger))
+        out["rebuild"] = retrying("rebuild", lambda: timed_rebuild(ledger))
+        out["audit"] = retrying("audit", lambda: timed_audits(ledger, audits))
 
-        started = time.perf_counter()
-        scanned = ledger.scan_index()
-        scan_s = time.perf_counter() - started
-        report, audit_s = timed_audit(ledger)
+        scanned, scan_s = retrying("first scan", lambda: timed(ledger.scan_index))
+        report, audit_s = retrying("audit", lambda: timed(ledger.audit))
         out["first_scan"] = scan_figures(scanned, scan_s, audit_s, report)
 
         # One commit: a new version of the first crate of the remote, synced by the worker.
         crate = first_crate(ledger)
-        receipt = ledger.publish(index_line(crate, "9999.0.0"), ACTOR)
-        synced = ledger.sync(WorkerOptions(max_batch=WORKER_BATCH))
+        receipt = retrying("publish", lambda: ledger.publish(index_line(crate, "9999.0.0"), ACTOR))
+        synced = retrying("sync", lambda: ledger.sync(WorkerOptions(max_batch=WORKER_BATCH)))
         out["commit"] = {"crate": crate, "position": receipt.position, "commits": len(synced.commits)}
-        started = time.perf_counter()
-        scanned = ledger.scan_index()
-        scan_s = time.perf_counter() - started
-        report, audit_s = timed_audit(ledger)
+        scanned, scan_s = retrying("incremental scan", lambda: timed(ledger.scan_index))
+        report, audit_s = retrying("audit", lambda: timed(ledger.audit))
         out["incremental_scan"] = scan_figures(scanned, scan_s, audit_s, report)
-        out["audit_after"] = timed_audits(ledger, audits)
+        out["audit_after"] = retrying("audit", lambda: timed_audits(ledger, audits))
     out["peak_rss_mib"] = peak_rss_mib()
+    out["retried"] = RETRIED
     return out
+
+
+def timed_rebuild(ledger: Ledger) -> dict[str, Any]:
+    started, cpu = time.perf_counter(), time.process_time()
+    position = ledger.rebuild()
+    seconds = time.perf_counter() - started
+    return {
+        "events": position,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
+        "events_per_s": position / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
 
 
 def view_rows(ledger: Ledger) -> dict[str, int]:
@@ -275,17 +310,11 @@ def first_crate(ledger: Ledger) -> str:
     return str(rows[0][0])
 
 
-def timed_audit(ledger: Ledger) -> tuple[Any, float]:
-    started = time.perf_counter()
-    report = ledger.audit()
-    return report, time.perf_counter() - started
-
-
 def timed_audits(ledger: Ledger, repeat: int) -> dict[str, Any]:
     times: list[float] = []
     report: Any = None
     for _ in range(repeat):
-        report, seconds = timed_audit(ledger)
+        report, seconds = timed(ledger.audit)
         times.append(seconds)
     return {
         "seconds": times,
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured = run_child([script, "--child", "measure", *common, "--audits", str(args.audits)])
                 print(json.dumps(measured), file=sys.stderr, flush=True)
             finally:
-                drop_pg_schema(store)
+                retrying("drop schema", lambda: drop_pg_schema(store))  # noqa: B023
             results.append((store.label, {"setup": prepared, "measure": measured, "load_before": load}))
     after_load = os.getloadavg()
     table = report(results)
