@@ -76,6 +76,8 @@ class ViewRunner:
         if not has_table(self.db, "view_unsynced", cur):
             cur.execute(UNSYNCED_TABLE)
             cur.execute(unsynced_refresh(None))
+            if self.db.dialect == "postgresql":
+                cur.execute("ANALYZE view_unsynced")
 
     def drop_tables(self) -> None:
         with self.db.transaction() as cur:
@@ -100,6 +102,10 @@ class ViewRunner:
             self.batch_size = batch_size
         with self.db.transaction() as cur:
             self._ensure_unsynced(cur)
+            if self.db.dialect == "postgresql":
+                # New tables have no statistics until autovacuum gets to them, and without any
+                # the planner joins whole tables where the audit needs a few rows of each.
+                cur.execute(f"ANALYZE {', '.join(VIEW_TABLES)}")
         return position
 
     # -- positions --------------------------------------------------------------------------

@@ -14,7 +14,10 @@ content_mismatch  both have it, the lines differ (beyond ``yanked``), no open jo
 
 from __future__ import annotations
 
-from ledger.ports import Cursor, Database
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.ports import Cursor, Database
 
 UNSYNCED_TABLE = "CREATE TABLE IF NOT EXISTS view_unsynced (crate_key TEXT PRIMARY KEY)"
 """The crate keys with at least one out-of-sync version, kept by the projection in each batch's

@@ -547,6 +547,11 @@ def replay_batch(
             "pass_cpu": summary_ms(cpu_s),
             "pass_first_tenth_mean_ms": statistics.fmean(pass_s[:tail]) * 1000,
             "pass_last_tenth_mean_ms": statistics.fmean(pass_s[-tail:]) * 1000,
+            "pass_cpu_first_tenth_mean_ms": statistics.fmean(cpu_s[:tail]) * 1000,
+            "pass_cpu_last_tenth_mean_ms": statistics.fmean(cpu_s[-tail:]) * 1000,
+            "pass_series_ms": [
+                [round(w * 1000, 1), round(c * 1000, 1)] for w, c in zip(pass_s, cpu_s, strict=True)
+            ],
             "sync_stages_s": {**spent, "ledger": sync_total - sum(spent.values())},
             "peak_rss_replay_mib": peak_rss_mib(),
         }
@@ -682,7 +687,8 @@ def child(args: list[str], label: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads([ln for ln in done.stdout.splitlines() if ln.strip()][-1])
     if loads:
         result["load_avg_1min"] = {"mean": statistics.fmean(loads), "max": max(loads), "samples": len(loads)}
-    print(f"{label}: {time.perf_counter() - start:,.1f} s {json.dumps(result)}", file=sys.stderr, flush=True)
+    shown = {k: v for k, v in result.items() if k != "pass_series_ms"}
+    print(f"{label}: {time.perf_counter() - start:,.1f} s {json.dumps(shown)}", file=sys.stderr, flush=True)
     return result
 
 
