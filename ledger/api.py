@@ -7,14 +7,14 @@ index. Built by :func:`ledger.bootstrap.open_ledger`; nothing here connects to a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ledger.application import BulkResult, PublicationLedger, Receipt
-from ledger.domain import Crate
+from ledger.domain import Crate, SyncJob
 from ledger.errors import Invalid, NotFound
 from ledger.history import describe
 from ledger.index_format import IndexLine
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from ledger.repair import RepairResult
     from ledger.scan import ScanResult
     from ledger.worker import PassResult, WorkerOptions
+
+JOBS_PER_READ = 500
+"""Jobs read per query: well below the bound-parameter limit of every SQLite build."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,18 @@ class Ledger:
 
         worker = SyncWorker(self, self.index(), options=options)
         return worker.run_once(ignore_backoff=True, wait_for_lock=wait_for_lock)
+
+    def jobs(self, job_ids: Sequence[UUID]) -> dict[UUID, SyncJob]:
+        """These sync jobs as they stand, read a few hundred at a time."""
+        found: dict[UUID, SyncJob] = {}
+        for start in range(0, len(job_ids), JOBS_PER_READ):
+            found.update(
+                self.app.jobs_from(notifications_of(self.db, job_ids[start : start + JOBS_PER_READ]))
+            )
+        missing = [job for job in job_ids if job not in found]
+        if missing:
+            raise NotFound(f"no sync job {missing[0]}", job=str(missing[0]))
+        return found
 
     # -- the publisher ----------------------------------------------------------------------
 

@@ -8,17 +8,21 @@ it never waits on git.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
-from typing import Any, TypeVar
+from json.encoder import encode_basestring
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.utils import get_topic
 
-from ledger.domain import Crate, IndexRemote, SyncJob
+from ledger.domain import LIVE, YANKED, Crate, IndexRemote, SyncJob
 from ledger.errors import AlreadyPublished, Invalid, InvalidLine, LedgerError, StoreUnavailable
 from ledger.index_format import IndexLine, parse_line
 from ledger.logs import log_step
@@ -109,7 +113,7 @@ class PublicationLedger(Application[UUID]):
     def find_crate(self, name: str) -> Crate | None:
         """The crate that owns ``name`` (or a colliding spelling), or None."""
         try:
-            crate: Any = self.repository.get(Crate.create_id(name))
+            crate: Any = self.repository.get(Crate.create_id(name), projector_func=_project)
         except AggregateNotFoundError:
             return None
         except PersistenceError as exc:
@@ -118,9 +122,27 @@ class PublicationLedger(Application[UUID]):
         return crate
 
     def get_job(self, job_id: UUID) -> SyncJob:
-        job: Any = self.repository.get(job_id)
+        job: Any = self.repository.get(job_id, projector_func=_project)
         assert isinstance(job, SyncJob)
         return job
+
+    def jobs_from(self, stored: Iterable[StoredEvent]) -> dict[UUID, SyncJob]:
+        """The jobs whose every stored event is in ``stored`` (any order): one read for many jobs.
+
+        Jobs take no snapshots, so their events are all there is to replay.
+        """
+        by_job: dict[UUID, list[StoredEvent]] = {}
+        for event in stored:
+            key = event.originator_id
+            by_job.setdefault(key if isinstance(key, UUID) else UUID(key), []).append(event)
+        jobs: dict[UUID, SyncJob] = {}
+        for job_id, events in by_job.items():
+            events.sort(key=lambda e: e.originator_version)
+            job = _project(None, (self.mapper.to_domain_event(e) for e in events))
+            if not isinstance(job, SyncJob):
+                raise TypeError(f"{job_id} is not a sync job")
+            jobs[job_id] = job
+        return jobs
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -227,20 +249,24 @@ class PublicationLedger(Application[UUID]):
 
     # -- batched path -----------------------------------------------------------------------
 
+    _direct: bool | None = None
+    """Whether ``VersionPublished`` may be stored without the mapper (see ``_save_batch``)."""
+
     def publish_many(
         self,
-        lines: Iterable[tuple[int, str | bytes | dict[str, Any] | IndexLine]],
+        lines: Iterable[tuple[int, str | bytes | dict[str, Any] | IndexLine | CheckedLine]],
         actor: str,
         *,
         events_per_save: int = 5000,
         keep_yanked: bool = False,
-        on_job: Callable[[SyncJob, Sequence[IndexLine]], None] | None = None,
+        on_job: Callable[[SyncJob, Sequence[CheckedLine]], None] | None = None,
     ) -> BulkResult:
         """Record many publishes, one job per crate per save, saved in large transactions.
 
         ``lines`` yields ``(line_number, line)``. Bad lines are refused and reported by number
         without stopping; versions already recorded count as present (a second import adds
         nothing). ``keep_yanked`` accepts lines already marked yanked (adopting an index).
+        A :class:`CheckedLine` (a line ``parse_line`` accepted elsewhere) is not parsed again.
         ``on_job`` is called with each new job and the lines it carries just before the save,
         so further events of that job (its confirmation, when the versions were read from the
         index itself) are saved in the same transaction.
@@ -250,10 +276,13 @@ class PublicationLedger(Application[UUID]):
         batch = _Batch()
         for window in _windows(lines, LOOKAHEAD):
             refused: list[tuple[int, int, str]] = []
-            parsed: list[tuple[int, int, IndexLine]] = []
+            parsed: list[tuple[int, int, CheckedLine]] = []
             for place, (number, raw) in enumerate(window):
                 try:
-                    line = raw if isinstance(raw, IndexLine) else parse_line(raw)
+                    if isinstance(raw, CheckedLine):
+                        line = raw
+                    else:
+                        line = CheckedLine.of(raw if isinstance(raw, IndexLine) else parse_line(raw))
                     if line.yanked and not keep_yanked:
                         msg = f"{line.name} {line.vers}: a new version cannot be published already yanked"
                         raise InvalidLine(msg, field="yanked")
@@ -316,10 +345,20 @@ class PublicationLedger(Application[UUID]):
         batch: _Batch,
         actor: str,
         result: BulkResult,
-        on_job: Callable[[SyncJob, Sequence[IndexLine]], None] | None = None,
+        on_job: Callable[[SyncJob, Sequence[CheckedLine]], None] | None = None,
     ) -> None:
+        """One transaction for the batch: per crate its job, its new versions, what ``on_job`` adds.
+
+        ``VersionPublished``, nearly every event of a batch, is written straight to its stored
+        form (:func:`_published_events`) when that gives the very bytes the library's mapper
+        gives (checked once per application); every other event goes through the mapper.
+        """
+        direct = self._published_directly()
+        to_stored = self.mapper.to_stored_event
+        actor_json = _json_string(actor)
+        stored: list[StoredEvent] = []
+        first: dict[UUID, int] = {}
         aggregates: list[Aggregate] = []
-        events: list[Any] = []
         for crate, lines in batch.lines.values():
             job = SyncJob(
                 crate=crate.name,
@@ -327,48 +366,96 @@ class PublicationLedger(Application[UUID]):
                 cause="VersionPublished",
                 actor=actor,
             )
-            for ln in lines:
-                crate._published(
-                    crate=ln.name,
-                    version=ln.vers,
-                    key=ln.key,
-                    line=ln.fields,
-                    cksum=ln.cksum,
-                    actor=actor,
-                    job=job.id,
-                )
             # The job first: a reader stopping between the two sees a job, never an orphan change;
             # what ``on_job`` adds to the job comes after the change it is about.
-            events += job.collect_events()
-            events += crate.collect_events()
+            stored += map(to_stored, job.collect_events())
+            registered = crate.collect_events()  # a new crate's registration
+            stored += map(to_stored, registered)
+            first[job.id] = 1
+            first[crate.id] = crate.version - len(registered) + 1
+            if direct:
+                stored += _published_events(crate, lines, actor_json, job.id)
+            else:
+                for ln in lines:
+                    crate._published(
+                        crate=ln.name,
+                        version=ln.vers,
+                        key=ln.key,
+                        line=json.loads(ln.text),
+                        cksum=ln.cksum,
+                        actor=actor,
+                        job=job.id,
+                    )
+                stored += map(to_stored, crate.collect_events())
             if on_job is not None:
                 on_job(job, lines)
-                events += job.collect_events()
+                stored += map(to_stored, job.collect_events())
             aggregates += (job, crate)
         result.jobs += len(batch.lines)
         try:
-            recordings = self._save_all(events, aggregates)
+            ids = self._insert_all(stored, aggregates, first)
         except PersistenceError as exc:
             raise _store_error(exc) from exc
-        result.events += len(recordings)
-        if recordings:
-            result.position = max(result.position, *(r.notification.id for r in recordings))
-        log_step("publish_many", events=len(recordings), position=result.position)
+        result.events += len(stored)
+        if ids:
+            result.position = max(result.position, *ids)
+        log_step("publish_many", events=len(stored), position=result.position)
 
-    def _save_all(self, events: list[Any], aggregates: Sequence[Aggregate]) -> list[Recording[UUID]]:
-        """``save`` of events already collected from ``aggregates``, in the order given.
+    def _insert_all(
+        self, stored: list[StoredEvent], aggregates: Sequence[Aggregate], first: dict[UUID, int]
+    ) -> Sequence[int]:
+        """What ``Application.save`` does after mapping: one transaction, the cache, snapshots.
 
-        The same steps as ``Application.save`` (one transaction, then snapshots), without
-        asking of every object whether it is an event or an aggregate.
+        ``first`` is each aggregate's first version in ``stored``, for the snapshot intervals.
         """
+        ids = self.recorder.insert_events(stored) or []
+        cache = self.repository.cache
+        if cache and not self.repository.fastforward:
+            for aggregate in aggregates:
+                cache.put(aggregate.id, aggregate)
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        processing_event.events += events
+        saved: list[Any] = [_Saved(i, v) for i, v in first.items()]
+        processing_event.events += saved
         for aggregate in aggregates:
             processing_event.aggregates[aggregate.id] = aggregate
-        recordings = self._record(processing_event)
         self._take_snapshots(processing_event)
-        self._notify(recordings)
-        return recordings
+        return ids
+
+    def _published_directly(self) -> bool:
+        """Whether :func:`_published_events` stores what the mapper would (asked once)."""
+        if self._direct is None:
+            self._direct = self._direct_encoding_holds()
+        return self._direct
+
+    def _direct_encoding_holds(self) -> bool:
+        fields = {"name": "déjà-vu", "vers": "1.0.0+b", "x": '"\\\n\x01é€\U0001f600', "yanked": True}
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        line = CheckedLine("déjà-vu", "1.0.0+b", "1.0.0", "0" * 64, True, text)
+        actor = 'an "actor" é'
+        job = UUID(int=0x1234)
+        crate = Crate(line.name)
+        crate.collect_events()
+        crate._published(
+            crate=line.name,
+            version=line.vers,
+            key=line.key,
+            line=json.loads(line.text),
+            cksum=line.cksum,
+            actor=actor,
+            job=job,
+        )
+        (event,) = crate.collect_events()
+        expected = self.mapper.to_stored_event(event)
+        twin = Crate(line.name)
+        twin.collect_events()
+        (found,) = _published_events(twin, [line], _json_string(actor), job, timestamps=[event.timestamp])
+        return (
+            found == expected
+            and twin.versions == crate.versions
+            and twin.spelling == crate.spelling
+            and twin.version == crate.version
+            and twin.modified_on == crate.modified_on
+        )
 
     # -- the index side ---------------------------------------------------------------------
 
@@ -384,18 +471,90 @@ class PublicationLedger(Application[UUID]):
         """The aggregate that records scans of and repairs to ``url`` (credentials removed)."""
         shown = redact(url)
         try:
-            found: Any = self.repository.get(IndexRemote.create_id(shown))
+            found: Any = self.repository.get(IndexRemote.create_id(shown), projector_func=_project)
         except AggregateNotFoundError:
             return IndexRemote(url=shown)
         assert isinstance(found, IndexRemote)
         return found
 
 
+class CheckedLine(NamedTuple):
+    """An index line that ``parse_line`` accepted, with what the batched path records of it.
+
+    ``text`` is the line's JSON as :meth:`IndexLine.render` writes it (the event's ``line``).
+    """
+
+    name: str
+    vers: str
+    key: str
+    cksum: str
+    yanked: bool
+    text: str
+
+    @classmethod
+    def of(cls, line: IndexLine) -> CheckedLine:
+        return cls(line.name, line.vers, line.key, line.cksum, line.yanked, line.render().decode())
+
+
+class _Saved(NamedTuple):
+    """An aggregate's first version in a batched save: what the snapshot intervals look at."""
+
+    originator_id: UUID
+    originator_version: int
+
+
+_PUBLISHED_TOPIC = get_topic(Crate.VersionPublished)
+_PUBLISHED_STATE = (
+    '{"timestamp":{"_type_":"datetime_iso","_data_":"%s"},"crate":%s,"version":%s,"key":%s,'
+    '"line":%s,"cksum":%s,"actor":%s,"job":{"_type_":"uuid_hex","_data_":"%s"}}'
+)
+
+
+def _published_events(
+    crate: Crate,
+    lines: Sequence[CheckedLine],
+    actor_json: str,
+    job: UUID,
+    *,
+    timestamps: Sequence[datetime] | None = None,
+) -> list[StoredEvent]:
+    """``Crate._published`` for each line, straight to the stored events the mapper would make.
+
+    The crate changes as the events would change it (versions, spelling, version, modified
+    time); ``PublicationLedger._direct_encoding_holds`` compares both ways before this is used.
+    """
+    stored: list[StoredEvent] = []
+    version = crate.version
+    versions, spelling = crate.versions, crate.spelling
+    now = Crate.VersionPublished.create_timestamp
+    job_hex = job.hex
+    moment = crate.modified_on
+    for place, ln in enumerate(lines):
+        version += 1
+        moment = now() if timestamps is None else timestamps[place]
+        state = _PUBLISHED_STATE % (
+            moment.isoformat(),
+            _json_string(ln.name),
+            _json_string(ln.vers),
+            _json_string(ln.key),
+            ln.text,
+            _json_string(ln.cksum),
+            actor_json,
+            job_hex,
+        )
+        stored.append(StoredEvent(crate.id, version, _PUBLISHED_TOPIC, state.encode()))
+        versions[ln.key] = YANKED if ln.yanked else LIVE
+        spelling[ln.key] = ln.vers
+    crate.version = version
+    crate.modified_on = moment
+    return stored
+
+
 class _Batch:
     """Validated lines waiting for one save, grouped by crate in first-seen order."""
 
     def __init__(self) -> None:
-        self.lines: dict[UUID, tuple[Crate, list[IndexLine]]] = {}
+        self.lines: dict[UUID, tuple[Crate, list[CheckedLine]]] = {}
         self.keys: dict[UUID, set[str]] = {}
         self.size = 0
         self._last_name = ""
@@ -413,11 +572,17 @@ class _Batch:
             crate = known[crate_id] = Crate(name)
         return crate, set()
 
-    def add(self, crate: Crate, keys: set[str], line: IndexLine) -> None:
+    def add(self, crate: Crate, keys: set[str], line: CheckedLine) -> None:
         entry = self.lines.setdefault(crate.id, (crate, []))
         self.keys.setdefault(crate.id, keys).add(line.key)
         entry[1].append(line)
         self.size += 1 + (len(entry[1]) == 1)
+
+
+def _json_string(text: str) -> str:
+    """``text`` as a JSON string, as the mapper's encoder writes it (``ensure_ascii=False``)."""
+    found: str = encode_basestring(text)
+    return found
 
 
 def _windows(lines: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -450,3 +615,14 @@ def _check_actor(actor: str) -> None:
 
 def _store_error(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"the event store failed: {redact(str(exc)).strip()}")
+
+
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Apply each event to the aggregate in turn.
+
+    The library's default projector checks every event against a runtime-checkable protocol,
+    which costs more than applying the event; the ledger's events are all aggregate events.
+    """
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate

@@ -86,6 +86,7 @@ def open_index(settings: Settings) -> GitIndex:
         branch=settings.branch,
         connect_timeout_ms=settings.connect_timeout_ms,
         timeout_ms=settings.timeout_ms,
+        push_with=settings.push_with,
     )
 
 

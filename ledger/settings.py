@@ -115,6 +115,10 @@ def check_remote_url(url: str) -> str:
     return url
 
 
+PushClient = Literal["auto", "git", "libgit2"]
+"""Who pushes to the index remote: ``git`` (the git executable), ``libgit2``, or ``auto``."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the composition root needs to open a ledger."""
@@ -125,6 +129,8 @@ class Settings:
     index_dir: Path | None = None
     connect_timeout_ms: int = 5000
     timeout_ms: int = 15000
+    push_with: PushClient = "auto"
+    """Who pushes to the index remote (see ``ledger.git_index``)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

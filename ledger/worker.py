@@ -182,7 +182,7 @@ class SyncWorker:
         for job in jobs:
             chunk.names.setdefault(job.crate_key, job.crate)
         chunk.rows = live_versions_of(self.ledger.db, chunk.names)
-        aggregates = {UUID(j.job): self.ledger.app.get_job(UUID(j.job)) for j in jobs}
+        aggregates = self.ledger.jobs([UUID(j.job) for j in jobs])
         for _ in range(self.options.rebase_rounds):
             outcome = self._attempt(chunk, aggregates)
             if outcome.confirmed or not outcome.remote_moved:

@@ -581,3 +581,44 @@ class TestBuildCommit:
                 check=False,
             )
             assert result.returncode == 0, result.stderr
+
+
+class TestPushClients:
+    def test_push_with_must_be_known(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="push_with"):
+            GitIndex.open(tmp_path / "clone.git", "git://127.0.0.1:1/x.git", push_with="svn")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("protocol", ["http", "git"])
+    def test_git_and_libgit2_push_the_same_commit_to_a_server(self, tmp_path: Path, protocol: str) -> None:
+        """``auto`` picks git for a server; both clients land a commit and report it the same way."""
+        from ledger.testing.remote import RemoteServer
+
+        server = RemoteServer.start(tmp_path / "srv", protocol=protocol)  # type: ignore[arg-type]
+        try:
+            auto = GitIndex.open(tmp_path / "a.git", server.url)
+            lib = GitIndex.open(tmp_path / "b.git", server.url, push_with="libgit2")
+            assert auto._git_for_push() == shutil.which("git") is not None
+            assert lib._git_for_push() is None
+            first = auto.commit(None, {"1/a": b"one\n"}, "first")
+            assert first is not None
+            assert auto.push(first).status == "ok"
+            assert lib.fetch() == first
+            second = lib.commit(first, {"1/a": b"one\ntwo\n"}, "second")
+            assert second is not None
+            assert lib.push(second).status == "ok"
+            assert server.head() == second
+            assert auto.fetch() == second
+            stale = auto.commit(first, {"1/b": b"b\n"}, "stale")
+            assert stale is not None
+            assert auto.push(stale).status == "rejected"
+            stale_too = lib.commit(first, {"1/c": b"c\n"}, "stale too")
+            assert stale_too is not None
+            assert lib.push(stale_too).status == "rejected"
+            assert auto.read_back(second, {"1/a": b"one\ntwo\n"}).confirmed
+            auto.close()
+            lib.close()
+        finally:
+            server.stop()
+
+    def test_a_path_remote_is_pushed_by_libgit2(self, index: GitIndex) -> None:
+        assert index._git_for_push() is None

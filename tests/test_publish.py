@@ -295,3 +295,35 @@ class TestStructuredLog:
                 ACTOR,
                 str(receipt.job),
             )
+
+
+class TestReadingJobs:
+    def test_many_jobs_read_at_once_equal_each_read_alone(self, ledger: Ledger, line: LineFactory) -> None:
+        """``Ledger.jobs`` rebuilds each job from its events as ``get_job`` does, for more jobs than one read."""
+        import ledger.api as api
+
+        receipts = [ledger.publish(line(f"crate{n}", "1.0.0"), ACTOR) for n in range(7)]
+        receipts.append(ledger.yank("crate3", "1.0.0", ACTOR))
+        ids = [r.job for r in receipts]
+        first = ledger.app.get_job(ids[0])
+        first.failed(reason="timeout", detail=None, remote_head=None, next_retry=None)
+        ledger.app.save_jobs([first])
+        original = api.JOBS_PER_READ
+        api.JOBS_PER_READ = 3
+        try:
+            jobs = ledger.jobs(ids)
+        finally:
+            api.JOBS_PER_READ = original
+        assert list(jobs) == ids
+        for job_id in ids:
+            alone = ledger.app.get_job(job_id)
+            assert (jobs[job_id].version, jobs[job_id].crate) == (alone.version, alone.crate)
+            assert (jobs[job_id].failures, jobs[job_id].open) == (alone.failures, alone.open)
+        assert jobs[ids[0]].failures == 1
+
+    def test_an_unknown_job_is_not_found(self, ledger: Ledger, line: LineFactory) -> None:
+        from uuid import uuid4
+
+        receipt = ledger.publish(line("kaze", "0.1.6"), ACTOR)
+        with pytest.raises(NotFound, match="no sync job"):
+            ledger.jobs([receipt.job, uuid4()])
