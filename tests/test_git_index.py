@@ -622,3 +622,47 @@ class TestPushClients:
 
     def test_a_path_remote_is_pushed_by_libgit2(self, index: GitIndex) -> None:
         assert index._git_for_push() is None
+
+
+class TestCommitObjects:
+    def test_loose_and_packed_commits_have_the_same_tree(
+        self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same changes give the same tree whether the new objects go loose or into a pack."""
+        import ledger.git_index as git_index
+
+        files = {f"{n % 7}/{n % 3}/crate{n}": f"line {n}\n".encode() for n in range(40)}
+        base = index.commit(None, files, "base")
+        assert base is not None
+        changes: dict[str, bytes | None] = {"0/0/crate0": None, "1/1/crate1": b"new\n", "9/new": b"n\n"}
+        loose = index.commit(base, changes, "loose")
+        monkeypatch.setattr(git_index, "PACK_OBJECTS_AT", 1)
+        packs_before = set((index.path / "objects" / "pack").glob("*.pack"))
+        packed = index.commit(base, changes, "packed")
+        assert loose is not None and packed is not None
+        assert len(set((index.path / "objects" / "pack").glob("*.pack")) - packs_before) == 1
+        repo = pygit2.Repository(str(index.path))
+        assert repo[loose].peel(pygit2.Commit).tree_id == repo[packed].peel(pygit2.Commit).tree_id
+        assert dict(index.files(packed)) == {
+            **{k: v for k, v in files.items() if k != "0/0/crate0"},
+            "1/1/crate1": b"new\n",
+            "9/new": b"n\n",
+        }
+        assert subprocess.run(["git", "--git-dir", str(index.path), "fsck", "--strict"], check=False).returncode == 0
+
+    def test_small_packs_are_merged_past_the_limit(
+        self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import ledger.git_index as git_index
+
+        if shutil.which("git") is None:
+            pytest.skip("git is not installed")
+        monkeypatch.setattr(git_index, "PACK_OBJECTS_AT", 1)
+        monkeypatch.setattr(git_index, "MAX_PACKS", 3)
+        head = None
+        for n in range(8):
+            head = index.commit(head, {f"a/crate{n}": b"x%d\n" % n}, f"c{n}")
+            assert head is not None
+            index._repo.references.create(f"refs/heads/keep{n}", head, force=True)
+        assert len(list((index.path / "objects" / "pack").glob("pack-*.idx"))) <= 4
+        assert len(dict(index.files(head))) == 8
