@@ -140,12 +140,18 @@ class SyncWorker:
             self.lease.release()
 
     def follow(self, *, poll: float = 1.0, max_passes: int | None = None, stop: Any = None) -> None:
-        """Keep syncing as jobs arrive; stand by while another worker holds the lock."""
+        """Keep syncing as jobs arrive; stand by while another worker holds the lock.
+
+        After a pass that confirmed something the next starts at once (the jobs that arrived
+        meanwhile go into one commit); otherwise it waits ``poll`` seconds.
+        """
         passes = 0
         while stop is None or not stop.is_set():
+            progressed = False
             try:
                 if self.lease.try_acquire():
                     result = self._pass(ignore_backoff=False)
+                    progressed = result.confirmed > 0
                     if result.jobs:
                         log_step("worker_pass", worker=self.name, **result.to_dict())
             except InfrastructureError as exc:
@@ -154,7 +160,8 @@ class SyncWorker:
             passes += 1
             if max_passes is not None and passes >= max_passes:
                 break
-            time.sleep(poll)
+            if not progressed:
+                time.sleep(poll)
         with contextlib.suppress(InfrastructureError):
             self.lease.release()
 
