@@ -271,9 +271,12 @@ class SyncWorker:
     def _confirm(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], commit: str, readback: ReadBack) -> None:
         paths = chunk.paths()
         by_job = {UUID(j.job): j for j in chunk.jobs}
+        entries_of: dict[str, list[list[Any]]] = {}  # one list per crate, however many jobs it has
         for job_id, job in jobs.items():
             key = by_job[job_id].crate_key
-            entries = [[r.version, r.key, r.yanked, r.digest] for r in chunk.rows[key]]
+            entries = entries_of.get(key)
+            if entries is None:
+                entries = entries_of[key] = [[r.version, r.key, r.yanked, r.digest] for r in chunk.rows[key]]
             assert readback.remote_head is not None
             job.confirmed(
                 crate=chunk.names[key],
