@@ -54,9 +54,14 @@ TABLES = [
         changed_files INTEGER NOT NULL, discrepancies INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS view_tracking (
         name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
+]
+
+INDEXES = [
     "CREATE INDEX IF NOT EXISTS view_jobs_open ON view_jobs (state, crate_key)",
     "CREATE INDEX IF NOT EXISTS view_jobs_crate ON view_jobs (crate_key, enqueued_pos)",
 ]
+"""The indexes beyond the primary keys, for the audit's reads; a rebuild makes them once the
+rows are in, instead of keeping them up to date row by row."""
 
 VIEW_TABLES = [
     "view_versions",

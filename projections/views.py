@@ -2,9 +2,14 @@
 
 :class:`ViewBatch` folds a batch of events into the row changes they imply (so a version
 published and yanked in the same batch becomes one insert), then :meth:`ViewBatch.flush`
-writes them with a few ``executemany`` calls inside the caller's transaction, which also moves
+writes them with a few statements inside the caller's transaction, which also moves
 the tracking position. Every event is thereby applied exactly once, and the views can be
 dropped and rebuilt from position zero.
+
+Events are folded from their stored state as JSON (see :func:`decode`), not from domain event
+objects: the views need a few fields of each, and building the objects cost most of a rebuild.
+A handler reads the fields it needs; the library's encoded values (times, UUIDs) are read with
+:func:`_epoch` and :func:`_uuid_text`, to the same values the domain events hold.
 """
 
 from __future__ import annotations
@@ -12,51 +17,83 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import resolve_topic
 
 from ledger.domain import Crate, IndexRemote, SyncJob
 from ledger.index_format import fields_digest
 from ledger.names import collision_key
 from ledger.ports import Cursor
+from ledger.stores.events import LogRow
 from projections.schema import unsynced_refresh
 
-_VERSION_COLUMNS = (
-    "crate_key",
-    "vers_key",
-    "crate",
-    "version",
-    "state",
-    "cksum",
-    "line",
-    "digest",
-    "seq",
-    "published_at",
-    "updated_at",
-    "updated_pos",
-    "job",
-    "actor",
-)
-_JOB_COLUMNS = (
-    "job",
-    "crate_key",
-    "crate",
-    "versions",
-    "cause",
-    "actor",
-    "state",
-    "attempts",
-    "failures",
-    "enqueued_at",
-    "enqueued_pos",
-    "last_error",
-    "last_reported",
-    "next_retry",
-    "commit_id",
-    "updated_at",
-    "updated_pos",
-)
+_TEXT, _BIGINT, _INT, _FLOAT = "text", "bigint", "integer", "double precision"
+# The columns each batch inserts, with their types (PostgreSQL gets the rows as one array a column).
+_VERSION_COLUMNS = {
+    "crate_key": _TEXT,
+    "vers_key": _TEXT,
+    "crate": _TEXT,
+    "version": _TEXT,
+    "state": _TEXT,
+    "cksum": _TEXT,
+    "line": _TEXT,
+    "digest": _TEXT,
+    "seq": _BIGINT,
+    "published_at": _FLOAT,
+    "updated_at": _FLOAT,
+    "updated_pos": _BIGINT,
+    "job": _TEXT,
+    "actor": _TEXT,
+}
+_JOB_COLUMNS = {
+    "job": _TEXT,
+    "crate_key": _TEXT,
+    "crate": _TEXT,
+    "versions": _TEXT,
+    "cause": _TEXT,
+    "actor": _TEXT,
+    "state": _TEXT,
+    "attempts": _INT,
+    "failures": _INT,
+    "enqueued_at": _FLOAT,
+    "enqueued_pos": _BIGINT,
+    "last_error": _TEXT,
+    "last_reported": _TEXT,
+    "next_retry": _FLOAT,
+    "commit_id": _TEXT,
+    "updated_at": _FLOAT,
+    "updated_pos": _BIGINT,
+}
+_INDEX_FILE_COLUMNS = {
+    "crate_key": _TEXT,
+    "crate": _TEXT,
+    "path": _TEXT,
+    "commit_id": _TEXT,
+    "source": _TEXT,
+    "updated_at": _FLOAT,
+    "updated_pos": _BIGINT,
+}
+_INDEX_COLUMNS = {
+    "crate_key": _TEXT,
+    "vers_key": _TEXT,
+    "crate": _TEXT,
+    "version": _TEXT,
+    "yanked": _INT,
+    "digest": _TEXT,
+    "commit_id": _TEXT,
+    "source": _TEXT,
+    "updated_at": _FLOAT,
+    "updated_pos": _BIGINT,
+}
+_VERSION_ROW = operator.itemgetter(*_VERSION_COLUMNS)
+_JOB_ROW = operator.itemgetter(*_JOB_COLUMNS)
 _JOB_UPDATABLE = (
     "state",
     "last_error",
@@ -73,8 +110,110 @@ T = TypeVar("T")
 _LINE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """``json.dumps(line, separators=(",", ":"), ensure_ascii=False)``, without a new encoder per call."""
 
+_JSON = json.JSONDecoder()
+
 _KEYS_PER_STATEMENT = 500
 """Crate keys bound in one statement: well below the bound-parameter limit of every SQLite build."""
+
+
+Event = tuple[int, str, str, dict[str, Any]]
+"""An event as the views fold it: log position, originator id (text), topic, state."""
+
+
+def decode(mapper: Mapper[Any], row: LogRow, *, compact: bool = False) -> Event:
+    """A stored event's state as JSON, the library's encoded values (times, UUIDs) left encoded.
+
+    Plain JSON when the state was stored as plain JSON by the current version of its class;
+    otherwise (encrypted, compressed, or an older class version to upcast) through the
+    library's domain event, encoded again into the same shape. A topic that names no event
+    class fails here, like a state that is not JSON. ``compact``: the mapper writes JSON as
+    ``_LINE_JSON`` does (see :func:`compact_json`), so a line's stored text is kept.
+    """
+    position, originator_id, topic, raw = row
+    _handler(topic)
+    if mapper.cipher is None and mapper.compressor is None:
+        state = _loads(raw.decode(), compact)
+        if "class_version" not in state:
+            return position, originator_id, topic, state
+    stored = StoredEvent(originator_id=UUID(originator_id), originator_version=0, topic=topic, state=raw)
+    event = vars(mapper.to_domain_event(stored)).copy()
+    del event["originator_id"], event["originator_version"]
+    return position, originator_id, topic, json.loads(mapper.transcoder.encode(event))
+
+
+LINE_TEXT = " line as stored"
+"""The key under which :func:`decode` keeps the stored text of a ``line`` value, when it is
+what ``_LINE_JSON`` would make of it (not an event attribute: it has spaces)."""
+
+
+def _loads(text: str, compact: bool) -> dict[str, Any]:
+    """One JSON object; with ``compact`` (stored by an encoder like ``_LINE_JSON``) the text of
+    its ``line`` object is kept too, instead of encoding the line again for the views.
+
+    The line is read on its own and a 0 put in its place for the rest; the 0 is found as the
+    top-level ``line`` or the text is read again whole.
+    """
+    at = text.find('"line":{') if compact else -1
+    if at >= 0:
+        line, end = _JSON.raw_decode(text, at + 7)
+        state = _object(text[: at + 7] + "0" + text[end:])
+        if type(state.get("line")) is int and state["line"] == 0:
+            state["line"] = line
+            state[LINE_TEXT] = text[at + 7 : end]
+            return state
+    return _object(text)
+
+
+def _object(text: str) -> dict[str, Any]:
+    state, end = _JSON.raw_decode(text)
+    if end != len(text) or type(state) is not dict:
+        raise ValueError(f"the stored state is not one JSON object: {text[:80]!r}")
+    return state
+
+
+def compact_json(mapper: Mapper[Any]) -> bool:
+    """Whether the mapper's transcoder writes JSON exactly as ``_LINE_JSON`` does."""
+    encoder = getattr(mapper.transcoder, "encoder", None)
+    return (
+        isinstance(encoder, json.JSONEncoder)
+        and (encoder.item_separator, encoder.key_separator)
+        == (_LINE_JSON.item_separator, _LINE_JSON.key_separator)
+        and encoder.ensure_ascii == _LINE_JSON.ensure_ascii
+        and encoder.sort_keys == _LINE_JSON.sort_keys
+        and encoder.allow_nan == _LINE_JSON.allow_nan
+    )
+
+
+def _datetime(value: dict[str, str]) -> datetime:
+    """A stored ``datetime``."""
+    if value["_type_"] != "datetime_iso":
+        raise ValueError(f"not a stored datetime: {value!r}")
+    return datetime.fromisoformat(value["_data_"])
+
+
+def _epoch(value: dict[str, str]) -> float:
+    """A stored ``datetime`` as seconds since the epoch (``event.timestamp.timestamp()``)."""
+    return _datetime(value).timestamp()
+
+
+def event_time(state: dict[str, Any]) -> datetime:
+    """When the event happened (``event.timestamp``)."""
+    return _datetime(state["timestamp"])
+
+
+def _uuid_text(value: str) -> str:
+    """``str(UUID(value))``: the hex SQLite stores is cut into its groups without a UUID built."""
+    if len(value) == 32:
+        h = value.lower()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(UUID(value))
+
+
+def _stored_uuid(value: dict[str, str]) -> str:
+    """A stored UUID value as ``str(uuid)``."""
+    if value["_type_"] != "uuid_hex":
+        raise ValueError(f"not a stored UUID: {value!r}")
+    return _uuid_text(value["_data_"])
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
@@ -82,8 +221,29 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-def _insert(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+def _insert(cursor: Cursor, dialect: str, table: str, columns: dict[str, str], rows: list[Any]) -> None:
+    """Insert rows (tuples in the order of ``columns``): SQLite row by row with ``executemany``,
+    PostgreSQL in one statement, a typed array a column (its rows one by one cost a round trip
+    each)."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if dialect == "postgresql":
+        arrays = ", ".join(f"%b::{kind}[]" for kind in columns.values())
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+            [list(c) for c in zip(*rows, strict=True)],
+        )
+    else:
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+def _delete(cursor: Cursor, dialect: str, table: str, keys: list[str]) -> None:
+    """Delete the rows of these crate keys."""
+    if dialect == "postgresql":
+        cursor.execute(f"DELETE FROM {table} WHERE crate_key = ANY(?)", [keys])
+    else:
+        cursor.executemany(f"DELETE FROM {table} WHERE crate_key = ?", [(k,) for k in keys])
 
 
 @dataclass
@@ -110,48 +270,51 @@ class ViewBatch:
     last_position: int = 0
     track_unsynced: bool = True
     """Keep ``view_unsynced`` (False while it does not exist)."""
+    dialect: str = "sqlite"
+    """The store's SQL dialect, for the way rows are inserted."""
 
-    def apply(self, position: int, event: Any, cursor: Cursor) -> None:
+    def apply(self, event: Event, cursor: Cursor) -> None:
         """Fold one event into the batch (reads the cursor only for scans' race checks)."""
-        handler = _HANDLERS.get(type(event))
+        handler = _handler(event[2])
         if handler is not None:
-            handler(self, position, event, cursor)
-        self.last_position = position
+            handler(self, event[0], event[1], event[3], cursor)
+        self.last_position = event[0]
 
     # -- registry side ----------------------------------------------------------------------
 
-    def _published(self, pos: int, e: Crate.VersionPublished, _: Cursor) -> None:
-        at = e.timestamp.timestamp()
-        line = e.line
-        text = _LINE_JSON.encode(line)
+    def _published(self, pos: int, _: str, e: dict[str, Any], __: Cursor) -> None:
+        at = _epoch(e["timestamp"])
+        line = e["line"]
+        text = e.get(LINE_TEXT) or _LINE_JSON.encode(line)
         yanked = line.get("yanked")
         # A line already saying "yanked":false renders as itself for its digest.
         digest = hashlib.sha256(text.encode()).hexdigest() if yanked is False else fields_digest(line)
-        crate_key = collision_key(e.crate)
-        self.new_versions[(crate_key, e.key)] = {
+        crate = e["crate"]
+        crate_key = collision_key(crate)
+        self.new_versions[(crate_key, e["key"])] = {
             "crate_key": crate_key,
-            "vers_key": e.key,
-            "crate": e.crate,
-            "version": e.version,
+            "vers_key": e["key"],
+            "crate": crate,
+            "version": e["version"],
             "state": "yanked" if yanked else "published",
-            "cksum": e.cksum,
+            "cksum": e["cksum"],
             "line": text,
             "digest": digest,
             "seq": pos,
             "published_at": at,
             "updated_at": at,
             "updated_pos": pos,
-            "job": str(e.job),
-            "actor": e.actor,
+            "job": _stored_uuid(e["job"]),
+            "actor": e["actor"],
         }
 
-    def _version_change(self, pos: int, e: Any, state: str) -> None:
-        key = (collision_key(e.crate), e.key)
+    def _version_change(self, pos: int, e: dict[str, Any], state: str) -> None:
+        key = (collision_key(e["crate"]), e["key"])
         change = {
             "state": state,
-            "updated_at": e.timestamp.timestamp(),
+            "updated_at": _epoch(e["timestamp"]),
             "updated_pos": pos,
-            "job": str(e.job),
+            "job": _stored_uuid(e["job"]),
         }
         target = self.new_versions.get(key)
         if target is not None:
@@ -161,15 +324,16 @@ class ViewBatch:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def _enqueued(self, pos: int, e: SyncJob.IndexSyncEnqueued, _: Cursor) -> None:
-        at = e.timestamp.timestamp()
-        self.new_jobs[str(e.originator_id)] = {
-            "job": str(e.originator_id),
-            "crate_key": collision_key(e.crate),
-            "crate": e.crate,
-            "versions": json.dumps(e.versions),
-            "cause": e.cause,
-            "actor": e.actor,
+    def _enqueued(self, pos: int, job_id: str, e: dict[str, Any], _: Cursor) -> None:
+        at = _epoch(e["timestamp"])
+        job = _uuid_text(job_id)
+        self.new_jobs[job] = {
+            "job": job,
+            "crate_key": collision_key(e["crate"]),
+            "crate": e["crate"],
+            "versions": json.dumps(e["versions"]),
+            "cause": e["cause"],
+            "actor": e["actor"],
             "state": "open",
             "attempts": 0,
             "failures": 0,
@@ -183,9 +347,11 @@ class ViewBatch:
             "updated_pos": pos,
         }
 
-    def _job_change(self, pos: int, e: Any, attempts: int = 0, failures: int = 0, **change: Any) -> None:
-        job = str(e.originator_id)
-        change.update(updated_at=e.timestamp.timestamp(), updated_pos=pos)
+    def _job_change(
+        self, pos: int, job_id: str, e: dict[str, Any], attempts: int = 0, failures: int = 0, **change: Any
+    ) -> None:
+        job = _uuid_text(job_id)
+        change.update(updated_at=_epoch(e["timestamp"]), updated_pos=pos)
         target = self.new_jobs.get(job)
         if target is None:
             target = self.job_updates.setdefault(job, {"attempts": 0, "failures": 0})
@@ -193,71 +359,74 @@ class ViewBatch:
         target["attempts"] += attempts
         target["failures"] += failures
 
-    def _attempted(self, pos: int, e: SyncJob.IndexPushAttempted, _: Cursor) -> None:
-        self._job_change(pos, e, attempts=1, last_reported=e.reported, commit_id=e.commit)
+    def _attempted(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        self._job_change(pos, job, e, attempts=1, last_reported=e["reported"], commit_id=e["commit"])
 
-    def _failed(self, pos: int, e: SyncJob.IndexPushFailed, _: Cursor) -> None:
-        error = e.reason if not e.detail else f"{e.reason}: {e.detail}"
-        self._job_change(pos, e, failures=1, last_error=error, next_retry=e.next_retry)
-
-    def _confirmed(self, pos: int, e: SyncJob.IndexPushConfirmed, _: Cursor) -> None:
-        self.index_files[collision_key(e.crate)] = _IndexFile(
-            crate=e.crate,
-            path=e.path,
-            commit=e.commit,
-            source="push",
-            at=e.timestamp.timestamp(),
-            pos=pos,
-            entries=e.entries,
+    def _failed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        error = e["reason"] if not e["detail"] else f"{e['reason']}: {e['detail']}"
+        retry = e["next_retry"]
+        self._job_change(
+            pos, job, e, failures=1, last_error=error, next_retry=None if retry is None else float(retry)
         )
-        self._job_change(pos, e, last_error=None, next_retry=None, commit_id=e.commit)
 
-    def _completed(self, pos: int, e: SyncJob.IndexSyncCompleted, _: Cursor) -> None:
-        self._job_change(pos, e, state="completed", commit_id=e.commit)
+    def _confirmed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        self.index_files[collision_key(e["crate"])] = _IndexFile(
+            crate=e["crate"],
+            path=e["path"],
+            commit=e["commit"],
+            source="push",
+            at=_epoch(e["timestamp"]),
+            pos=pos,
+            entries=e["entries"],
+        )
+        self._job_change(pos, job, e, last_error=None, next_retry=None, commit_id=e["commit"])
 
-    def _abandoned(self, pos: int, e: SyncJob.IndexSyncAbandoned, _: Cursor) -> None:
-        self._job_change(pos, e, state="abandoned", last_error=f"abandoned: {e.reason}")
+    def _completed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        self._job_change(pos, job, e, state="completed", commit_id=e["commit"])
+
+    def _abandoned(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        self._job_change(pos, job, e, state="abandoned", last_error=f"abandoned: {e['reason']}")
 
     # -- the real index ---------------------------------------------------------------------
 
-    def _scanned(self, pos: int, e: IndexRemote.IndexScanned, cursor: Cursor) -> None:
-        at = e.timestamp.timestamp()
+    def _scanned(self, pos: int, remote: str, e: dict[str, Any], cursor: Cursor) -> None:
+        at = _epoch(e["timestamp"])
         self.scans.append(
             (
                 pos,
-                e.originator_id.hex,
-                e.branch,
-                e.head,
-                e.base_position,
+                UUID(remote).hex,
+                e["branch"],
+                e["head"],
+                e["base_position"],
                 at,
-                e.files,
-                e.changed_files,
-                len(e.discrepancies),
+                e["files"],
+                e["changed_files"],
+                len(e["discrepancies"]),
             )
         )
-        for crate_key, found in e.observed.items():
-            if self._file_position(crate_key, cursor) > e.base_position:
+        for crate_key, found in e["observed"].items():
+            if self._file_position(crate_key, cursor) > e["base_position"]:
                 continue  # a push confirmed after the scan's comparison knows better
             crate, path = found[0], found[1]
             self.index_files[crate_key] = _IndexFile(
                 crate=crate,
                 path=path,
-                commit=e.head,
+                commit=e["head"],
                 source="scan",
                 at=at,
                 pos=pos,
                 entries=found[2],
             )
 
-    def _repaired(self, pos: int, e: IndexRemote.RepairApplied, _: Cursor) -> None:
-        if not e.confirmed:
+    def _repaired(self, pos: int, _: str, e: dict[str, Any], __: Cursor) -> None:
+        if not e["confirmed"]:
             return
-        at = e.timestamp.timestamp()
-        for change in e.changes:
+        at = _epoch(e["timestamp"])
+        for change in e["changes"]:
             self.index_files[collision_key(change["crate"])] = _IndexFile(
                 crate=change["crate"],
                 path=change["path"],
-                commit=e.commit,
+                commit=e["commit"],
                 source="repair",
                 at=at,
                 pos=pos,
@@ -276,11 +445,14 @@ class ViewBatch:
 
     def flush(self, cursor: Cursor) -> None:
         """Write the merged changes with the caller's cursor (inside its transaction)."""
-        if self.new_versions:
-            cursor.executemany(
-                _insert("view_versions", _VERSION_COLUMNS),
-                [tuple(r[c] for c in _VERSION_COLUMNS) for r in self.new_versions.values()],
-            )
+        dialect = self.dialect
+        _insert(
+            cursor,
+            dialect,
+            "view_versions",
+            _VERSION_COLUMNS,
+            list(map(_VERSION_ROW, self.new_versions.values())),
+        )
         if self.version_updates:
             cursor.executemany(
                 "UPDATE view_versions SET state = ?, updated_at = ?, updated_pos = ?, job = ? "
@@ -290,11 +462,7 @@ class ViewBatch:
                     for k, c in self.version_updates.items()
                 ],
             )
-        if self.new_jobs:
-            cursor.executemany(
-                _insert("view_jobs", _JOB_COLUMNS),
-                [tuple(r[c] for c in _JOB_COLUMNS) for r in self.new_jobs.values()],
-            )
+        _insert(cursor, dialect, "view_jobs", _JOB_COLUMNS, list(map(_JOB_ROW, self.new_jobs.values())))
         # One statement per set of changed columns, each with all its jobs.
         updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for job, change in self.job_updates.items():
@@ -345,34 +513,30 @@ class ViewBatch:
     def _flush_index(self, cursor: Cursor) -> None:
         if not self.index_files:
             return
-        keys = [(k,) for k in self.index_files]
-        cursor.executemany("DELETE FROM view_index WHERE crate_key = ?", keys)
-        cursor.executemany("DELETE FROM view_index_files WHERE crate_key = ?", keys)
-        cursor.executemany(
-            "INSERT INTO view_index_files (crate_key, crate, path, commit_id, source, updated_at, "
-            "updated_pos) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(k, f.crate, f.path, f.commit, f.source, f.at, f.pos) for k, f in self.index_files.items()],
-        )
+        keys = list(self.index_files)
+        _delete(cursor, self.dialect, "view_index", keys)
+        _delete(cursor, self.dialect, "view_index_files", keys)
+        files = [(k, f.crate, f.path, f.commit, f.source, f.at, f.pos) for k, f in self.index_files.items()]
+        _insert(cursor, self.dialect, "view_index_files", _INDEX_FILE_COLUMNS, files)
         rows = [
             (k, key, f.crate, version, int(bool(yanked)), digest, f.commit, f.source, f.at, f.pos)
             for k, f in self.index_files.items()
             for version, key, yanked, digest in f.entries
         ]
-        cursor.executemany(
-            "INSERT INTO view_index (crate_key, vers_key, crate, version, yanked, digest, commit_id, "
-            "source, updated_at, updated_pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        _insert(cursor, self.dialect, "view_index", _INDEX_COLUMNS, rows)
 
 
-def _state_handler(state: str) -> Callable[[ViewBatch, int, Any, Cursor], None]:
-    def handle(batch: ViewBatch, pos: int, e: Any, _: Cursor) -> None:
+Handler = Callable[[ViewBatch, int, str, dict[str, Any], Cursor], None]
+
+
+def _state_handler(state: str) -> Handler:
+    def handle(batch: ViewBatch, pos: int, _: str, e: dict[str, Any], __: Cursor) -> None:
         batch._version_change(pos, e, state)
 
     return handle
 
 
-_HANDLERS: dict[type, Callable[[ViewBatch, int, Any, Cursor], None]] = {
+_HANDLERS: dict[type, Handler] = {
     Crate.VersionPublished: ViewBatch._published,
     Crate.VersionYanked: _state_handler("yanked"),
     Crate.VersionUnyanked: _state_handler("published"),
@@ -386,3 +550,13 @@ _HANDLERS: dict[type, Callable[[ViewBatch, int, Any, Cursor], None]] = {
     IndexRemote.IndexScanned: ViewBatch._scanned,
     IndexRemote.RepairApplied: ViewBatch._repaired,
 }
+_BY_TOPIC: dict[str, Handler | None] = {}
+
+
+def _handler(topic: str) -> Handler | None:
+    """The handler of the event class a stored topic names (None: nothing in the views)."""
+    try:
+        return _BY_TOPIC[topic]
+    except KeyError:
+        handler = _BY_TOPIC[topic] = _HANDLERS.get(resolve_topic(topic))
+        return handler

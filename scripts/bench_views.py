@@ -360,6 +360,7 @@ def report(results: list[tuple[str, dict[str, Any]]]) -> str:
                 f"{rebuild['seconds']:.1f}",
                 f"{rebuild['events_per_s']:,.0f} "
                 f"({verdict(rebuild['events_per_s'] >= GOALS['rebuild_events_per_s'])})",
+                f"{rebuild['events'] / rebuild['cpu_seconds']:,.0f}",
                 f"{first['seconds']:.2f} ({verdict(first['seconds'] <= GOALS['first_scan_s'])})",
                 f"{first['total_s']:.2f}",
                 f"{inc['seconds'] * 1000:.0f} ({verdict(inc['seconds'] <= GOALS['incremental_scan_s'])})",
@@ -372,6 +373,7 @@ def report(results: list[tuple[str, dict[str, Any]]]) -> str:
         "events",
         "rebuild s",
         "rebuild events/s",
+        "rebuild events per client CPU s",
         "first scan s",
         "first audit --scan s",
         "incremental scan ms",

@@ -639,7 +639,8 @@ class TestCommitObjects:
         monkeypatch.setattr(git_index, "PACK_OBJECTS_AT", 1)
         packs_before = set((index.path / "objects" / "pack").glob("*.pack"))
         packed = index.commit(base, changes, "packed")
-        assert loose is not None and packed is not None
+        assert loose is not None
+        assert packed is not None
         assert len(set((index.path / "objects" / "pack").glob("*.pack")) - packs_before) == 1
         repo = pygit2.Repository(str(index.path))
         assert repo[loose].peel(pygit2.Commit).tree_id == repo[packed].peel(pygit2.Commit).tree_id
@@ -648,7 +649,10 @@ class TestCommitObjects:
             "1/1/crate1": b"new\n",
             "9/new": b"n\n",
         }
-        assert subprocess.run(["git", "--git-dir", str(index.path), "fsck", "--strict"], check=False).returncode == 0
+        assert (
+            subprocess.run(["git", "--git-dir", str(index.path), "fsck", "--strict"], check=False).returncode
+            == 0
+        )
 
     def test_small_packs_are_merged_past_the_limit(
         self, index: GitIndex, monkeypatch: pytest.MonkeyPatch

@@ -1,7 +1,8 @@
 """Direct reads of the event table, for what the library's recorders do not offer.
 
-Positions with aggregates' events (history), and the hash chain walk (verify). The table and
-column names differ by store; everything else is the same SQL.
+Positions with aggregates' events (history), the log as plain rows for the views (no domain
+objects, no UUIDs parsed), and the hash chain walk (verify). The table and column names differ
+by store; everything else is the same SQL.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from ledger.ports import Database
 from ledger.stores.chain import ChainReport, canonical, verify_chain
@@ -45,6 +47,46 @@ def notifications_of(db: Database, ids: Sequence[UUID]) -> list[Notification]:
         )
         for r in rows
     ]
+
+
+LogRow = tuple[int, str, str, bytes]
+"""A stored event as the views read it: position, originator id as stored (text), topic, state."""
+
+
+def log_rows(recorder: ApplicationRecorder, start: int, limit: int, stop: int | None = None) -> list[LogRow]:
+    """Up to ``limit`` stored events after log position ``start`` (and at most ``stop``), in order.
+
+    Read through the recorder's own connection, so a runner whose views live elsewhere (time
+    travel's in-memory database) reads the same log. The originator id is the stored text: the
+    hex on SQLite, the canonical form on PostgreSQL.
+    """
+    bound = "" if stop is None else " AND {pos} <= {mark}"
+    params = [start] if stop is None else [start, stop]
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        sql = (
+            f"SELECT rowid, originator_id, topic, state FROM {recorder.events_table_name} "
+            f"WHERE rowid > ?{bound.format(pos='rowid', mark='?')} ORDER BY rowid LIMIT ?"
+        )
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(sql, [*params, limit])
+            rows: list[LogRow] = c.fetchall()  # sqlite3.Row: a sequence like the tuple
+            return rows
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    table = ".".join(_quoted(name) for name in (recorder.datastore.schema, recorder.events_table_name))
+    sql = (
+        f"SELECT notification_id AS p, originator_id::text AS o, topic AS t, state AS s FROM {table} "
+        f"WHERE notification_id > %s{bound.format(pos='notification_id', mark='%s')} "
+        "ORDER BY notification_id LIMIT %s"
+    )
+    with recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(sql, [*params, limit], prepare=True)
+        return [(r["p"], r["o"], r["t"], r["s"]) for r in cur.fetchall()]
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def walk_chain(db: Database) -> ChainReport:
