@@ -576,6 +576,7 @@ def replay_batch(
         span = last - first
         out: dict[str, Any] = {
             "events": len(events),
+            "whole_trace": limit is None,
             "publish_path": path,
             "max_batch": max_batch,
             "accepted": dict(recorder.accepted),
@@ -874,7 +875,9 @@ def _batch_rows(r: dict[str, Any]) -> list[list[str]]:
         ],
         [
             "first enqueue to last confirmation",
-            f"{span:,.1f} s ({met(span < WALL_GOAL_S)}: whole trace < 180 s)",
+            f"{span:,.1f} s ({met(span < WALL_GOAL_S)}: whole trace < 180 s)"
+            if r["whole_trace"]
+            else f"{span:,.1f} s (part of the trace: the 180 s goal is for the whole)",
         ],
         ["confirmed versions/s", f"{rate:,.0f} ({met(rate >= THROUGHPUT_GOAL)}: >= 1,000)"],
         ["publisher: whole trace recorded in", f"{r['record_s']:,.1f} s ({r['publish_path']} path)"],
