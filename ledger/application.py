@@ -15,7 +15,7 @@ from datetime import datetime
 from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
@@ -250,7 +250,7 @@ class PublicationLedger(Application[UUID]):
     # -- batched path -----------------------------------------------------------------------
 
     _direct: bool | None = None
-    """Whether ``VersionPublished`` may be stored without the mapper (see ``_save_batch``)."""
+    """Whether the batched path may store its events without the mapper (see ``_save_batch``)."""
 
     def publish_many(
         self,
@@ -260,6 +260,7 @@ class PublicationLedger(Application[UUID]):
         events_per_save: int = 5000,
         keep_yanked: bool = False,
         on_job: Callable[[SyncJob, Sequence[CheckedLine]], None] | None = None,
+        confirm: Callable[[Sequence[CheckedLine]], Confirmation] | None = None,
     ) -> BulkResult:
         """Record many publishes, one job per crate per save, saved in large transactions.
 
@@ -268,8 +269,9 @@ class PublicationLedger(Application[UUID]):
         nothing). ``keep_yanked`` accepts lines already marked yanked (adopting an index).
         A :class:`CheckedLine` (a line ``parse_line`` accepted elsewhere) is not parsed again.
         ``on_job`` is called with each new job and the lines it carries just before the save,
-        so further events of that job (its confirmation, when the versions were read from the
-        index itself) are saved in the same transaction.
+        so further events of that job are saved in the same transaction. ``confirm`` is for lines
+        read from the index itself: called with each new job's lines, what it returns is saved
+        in the same transaction as the job's ``IndexPushConfirmed`` and ``IndexSyncCompleted``.
         """
         _check_actor(actor)
         result = BulkResult()
@@ -308,11 +310,11 @@ class PublicationLedger(Application[UUID]):
                 batch.add(crate, keys, line)
                 result.accepted += 1
                 if batch.size >= events_per_save:
-                    self._save_batch(batch, actor, result, on_job)
+                    self._save_batch(batch, actor, result, on_job, confirm)
                     batch = _Batch()
             result.refused += [(number, message) for _, number, message in sorted(refused)]
         if batch.size:
-            self._save_batch(batch, actor, result, on_job)
+            self._save_batch(batch, actor, result, on_job, confirm)
         return result
 
     def _find_crates(self, names: Iterable[str], batch: _Batch) -> dict[UUID, Crate | None]:
@@ -346,35 +348,40 @@ class PublicationLedger(Application[UUID]):
         actor: str,
         result: BulkResult,
         on_job: Callable[[SyncJob, Sequence[CheckedLine]], None] | None = None,
+        confirm: Callable[[Sequence[CheckedLine]], Confirmation] | None = None,
     ) -> None:
-        """One transaction for the batch: per crate its job, its new versions, what ``on_job`` adds.
+        """One transaction for the batch: per crate its job, its new versions, then the job's
+        confirmation (``confirm``) and what ``on_job`` adds.
 
-        ``VersionPublished``, nearly every event of a batch, is written straight to its stored
-        form (:func:`_published_events`) when that gives the very bytes the library's mapper
-        gives (checked once per application); every other event goes through the mapper.
+        The events of a batched publish are written straight to their stored form (see
+        :func:`_published_events`, :func:`_job_enqueued` and :func:`_job_done`) when that gives
+        the very bytes the library's mapper gives (compared once per application); a job
+        handed to ``on_job`` and a crate's registration are made and mapped by the library.
         """
-        direct = self._published_directly()
+        direct = self._direct_encoding()
         to_stored = self.mapper.to_stored_event
         actor_json = _json_string(actor)
         stored: list[StoredEvent] = []
         first: dict[UUID, int] = {}
         aggregates: list[Aggregate] = []
         for crate, lines in batch.lines.values():
-            job = SyncJob(
-                crate=crate.name,
-                versions=[ln.vers for ln in lines],
-                cause="VersionPublished",
-                actor=actor,
-            )
+            versions = [ln.vers for ln in lines]
+            job: SyncJob | None = None
+            if direct and on_job is None:
+                job_id = uuid4()
+                stored.append(_job_enqueued(job_id, crate.name, versions, actor))
+            else:
+                job = SyncJob(crate=crate.name, versions=versions, cause="VersionPublished", actor=actor)
+                job_id = job.id
+                stored += map(to_stored, job.collect_events())
             # The job first: a reader stopping between the two sees a job, never an orphan change;
-            # what ``on_job`` adds to the job comes after the change it is about.
-            stored += map(to_stored, job.collect_events())
+            # what is added to the job comes after the change it is about.
             registered = crate.collect_events()  # a new crate's registration
             stored += map(to_stored, registered)
-            first[job.id] = 1
+            first[job_id] = 1
             first[crate.id] = crate.version - len(registered) + 1
             if direct:
-                stored += _published_events(crate, lines, actor_json, job.id)
+                stored += _published_events(crate, lines, actor_json, job_id)
             else:
                 for ln in lines:
                     crate._published(
@@ -384,13 +391,17 @@ class PublicationLedger(Application[UUID]):
                         line=json.loads(ln.text),
                         cksum=ln.cksum,
                         actor=actor,
-                        job=job.id,
+                        job=job_id,
                     )
                 stored += map(to_stored, crate.collect_events())
-            if on_job is not None:
-                on_job(job, lines)
-                stored += map(to_stored, job.collect_events())
-            aggregates += (job, crate)
+            if confirm is not None:
+                stored += self._confirmed(job_id, job, crate.name, confirm(lines))
+            if job is not None:
+                if on_job is not None:
+                    on_job(job, lines)
+                    stored += map(to_stored, job.collect_events())
+                aggregates.append(job)
+            aggregates.append(crate)
         result.jobs += len(batch.lines)
         try:
             ids = self._insert_all(stored, aggregates, first)
@@ -400,6 +411,16 @@ class PublicationLedger(Application[UUID]):
         if ids:
             result.position = max(result.position, *ids)
         log_step("publish_many", events=len(stored), position=result.position)
+
+    def _confirmed(
+        self, job_id: UUID, job: SyncJob | None, crate: str, done: Confirmation
+    ) -> list[StoredEvent]:
+        """A new job's confirmation and completion: directly, or through ``job`` when there is one."""
+        if job is None:
+            return _job_done(job_id, crate, done)
+        job.confirmed(crate=crate, **done._asdict())
+        job.completed(commit=done.commit)
+        return [self.mapper.to_stored_event(e) for e in job.collect_events()]
 
     def _insert_all(
         self, stored: list[StoredEvent], aggregates: Sequence[Aggregate], first: dict[UUID, int]
@@ -421,18 +442,29 @@ class PublicationLedger(Application[UUID]):
         self._take_snapshots(processing_event)
         return ids
 
-    def _published_directly(self) -> bool:
-        """Whether :func:`_published_events` stores what the mapper would (asked once)."""
+    def _direct_encoding(self) -> bool:
+        """Whether the batched path may store its events without the mapper (asked once)."""
         if self._direct is None:
             self._direct = self._direct_encoding_holds()
         return self._direct
 
     def _direct_encoding_holds(self) -> bool:
+        """Make each kind of event both ways, through the library and directly, and compare."""
         fields = {"name": "déjà-vu", "vers": "1.0.0+b", "x": '"\\\n\x01é€\U0001f600', "yanked": True}
         text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
         line = CheckedLine("déjà-vu", "1.0.0+b", "1.0.0", "0" * 64, True, text)
         actor = 'an "actor" é'
-        job = UUID(int=0x1234)
+        done = Confirmation(
+            "c" * 40, "d" * 40, "a method é", "de/ja/déjà-vu", [["1.0.0+b", "1.0.0", True, "e"]]
+        )
+        job = SyncJob(crate=line.name, versions=[line.vers], cause="VersionPublished", actor=actor)
+        job.confirmed(crate=line.name, **done._asdict())
+        job.completed(commit=done.commit)
+        events = job.collect_events()
+        moments = [e.timestamp for e in events]
+        expected = [self.mapper.to_stored_event(e) for e in events]
+        found = [_job_enqueued(job.id, line.name, [line.vers], actor, timestamp=moments[0])]
+        found += _job_done(job.id, line.name, done, timestamps=moments[1:])
         crate = Crate(line.name)
         crate.collect_events()
         crate._published(
@@ -442,13 +474,15 @@ class PublicationLedger(Application[UUID]):
             line=json.loads(line.text),
             cksum=line.cksum,
             actor=actor,
-            job=job,
+            job=job.id,
         )
-        (event,) = crate.collect_events()
-        expected = self.mapper.to_stored_event(event)
+        (published,) = crate.collect_events()
+        expected.append(self.mapper.to_stored_event(published))
         twin = Crate(line.name)
         twin.collect_events()
-        (found,) = _published_events(twin, [line], _json_string(actor), job, timestamps=[event.timestamp])
+        found += _published_events(
+            twin, [line], _json_string(actor), job.id, timestamps=[published.timestamp]
+        )
         return (
             found == expected
             and twin.versions == crate.versions
@@ -496,6 +530,16 @@ class CheckedLine(NamedTuple):
         return cls(line.name, line.vers, line.key, line.cksum, line.yanked, line.render().decode())
 
 
+class Confirmation(NamedTuple):
+    """A new job's ``IndexPushConfirmed`` but for its crate: the remote holds its file as read."""
+
+    commit: str
+    remote_head: str
+    method: str
+    path: str
+    entries: list[list[Any]]
+
+
 class _Saved(NamedTuple):
     """An aggregate's first version in a batched save: what the snapshot intervals look at."""
 
@@ -508,6 +552,48 @@ _PUBLISHED_STATE = (
     '{"timestamp":{"_type_":"datetime_iso","_data_":"%s"},"crate":%s,"version":%s,"key":%s,'
     '"line":%s,"cksum":%s,"actor":%s,"job":{"_type_":"uuid_hex","_data_":"%s"}}'
 )
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ENQUEUED_TOPIC = get_topic(SyncJob.IndexSyncEnqueued)
+_CONFIRMED_TOPIC = get_topic(SyncJob.IndexPushConfirmed)
+_COMPLETED_TOPIC = get_topic(SyncJob.IndexSyncCompleted)
+_JOB_TOPIC = get_topic(SyncJob)
+
+
+def _stored(
+    aggregate_id: UUID, version: int, topic: str, moment: datetime, fields: dict[str, Any]
+) -> StoredEvent:
+    """A stored event of ``fields`` (JSON values only, in the event's order) and its timestamp."""
+    head = '{"timestamp":{"_type_":"datetime_iso","_data_":"' + moment.isoformat() + '"},'
+    return StoredEvent(aggregate_id, version, topic, (head + _ENCODER.encode(fields)[1:]).encode())
+
+
+def _job_enqueued(
+    job: UUID, crate: str, versions: list[str], actor: str, *, timestamp: datetime | None = None
+) -> StoredEvent:
+    """A new job's ``IndexSyncEnqueued`` (cause ``VersionPublished``), as the mapper stores it."""
+    moment = SyncJob.IndexSyncEnqueued.create_timestamp() if timestamp is None else timestamp
+    fields = {
+        "originator_topic": _JOB_TOPIC,
+        "crate": crate,
+        "versions": versions,
+        "cause": "VersionPublished",
+        "actor": actor,
+    }
+    return _stored(job, 1, _ENQUEUED_TOPIC, moment, fields)
+
+
+def _job_done(
+    job: UUID, crate: str, done: Confirmation, *, timestamps: Sequence[datetime] | None = None
+) -> list[StoredEvent]:
+    """A new job's ``IndexPushConfirmed`` then ``IndexSyncCompleted``, as the mapper stores them."""
+    now = SyncJob.Event.create_timestamp
+    confirmed, completed = timestamps if timestamps is not None else (now(), now())
+    return [
+        _stored(job, 2, _CONFIRMED_TOPIC, confirmed, {"crate": crate, **done._asdict()}),
+        _stored(job, 3, _COMPLETED_TOPIC, completed, {"commit": done.commit}),
+    ]
 
 
 def _published_events(

@@ -15,33 +15,56 @@ What a crate file's confirmation lists: every line that parses, belongs to that 
 and is the first of its version (build metadata ignored). A line the ledger refuses for its
 state (a name spelled differently from the registered one, a deleted version) is still listed:
 the index holds it, so the audit reports it as a phantom instead of hiding it.
+
+Parsing and checking the lines costs more than recording them, so for a large index other
+processes (spawned, one per CPU up to :data:`MAX_READ_PROCESSES`) read and check the crate files
+while this one records them, in the same order and with the same result as reading here.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import multiprocessing
+import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ledger.domain import SyncJob
+from ledger.application import CheckedLine, Confirmation
 from ledger.errors import InvalidLine, NotFound
-from ledger.index_format import IndexLine, parse_file
+from ledger.index_format import parse_file
 from ledger.logs import log_step
 from ledger.names import crate_from_path, index_path
 from ledger.settings import check_remote_url, redact
 
 if TYPE_CHECKING:
     from ledger.api import Ledger
+    from ledger.git_index import GitIndex
 
 ACTOR = "import"
 METHOD = "import: read from the remote"
 CONFIG_PATH = "config.json"
 EVENTS_PER_FILE = 4  # beside one per line: registered, enqueued, confirmed, completed
+MAX_READ_PROCESSES = 4
+READ_PROCESSES = min(os.cpu_count() or 1, MAX_READ_PROCESSES)
+"""Processes that read and check crate files while this one records them (1: read here)."""
+PARALLEL_FILES = 4000
+"""Below this many crate files everything is read in this process: readers would not pay off."""
+FILES_PER_TASK = 500
+TASKS_AHEAD = 4
+"""Tasks queued per reading process: bounds the files read but not yet recorded."""
+GC_THRESHOLD = 200_000
+"""The youngest generation's collection threshold during an import (Python's default is 700):
+an import allocates millions of objects that live until their save, and frequent collections
+walk them again and again."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +113,50 @@ class ImportResult:
         }
 
 
-@dataclass
-class _CrateFile:
-    """One crate file as read: the lines to record and the entries the index holds."""
+class _CrateFile(NamedTuple):
+    """One crate file as read: the lines to record, the entries the index holds, the refusals."""
 
     path: str
-    lines: list[tuple[int, IndexLine]] = field(default_factory=list)
-    entries: list[list[Any]] = field(default_factory=list)
+    read: int
+    """Non-empty lines read."""
+    lines: list[tuple[int, CheckedLine]]
+    entries: list[list[Any]]
+    refused: list[tuple[int, str]]
+
+
+def read_crate_file(path: str, data: bytes) -> _CrateFile:
+    """Parse a crate file leniently: refuse what cannot be adopted, keep the rest in order."""
+    lines: list[tuple[int, CheckedLine]] = []
+    entries: list[list[Any]] = []
+    refused: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    read = 0
+    for number, parsed in parse_file(data):
+        read += 1
+        if isinstance(parsed, InvalidLine):
+            refused.append((number, parsed.message))
+            continue
+        if index_path(parsed.name) != path:
+            refused.append((number, f"the line is for crate {parsed.name!r}, whose file is not {path}"))
+            continue
+        first = seen.get(parsed.key)
+        if first is not None:
+            msg = (
+                f"{parsed.name} {parsed.vers} repeats the version of line {first} "
+                "(build metadata ignored); the first line is kept"
+            )
+            refused.append((number, msg))
+            continue
+        seen[parsed.key] = number
+        rendered = parsed.render()
+        # The digest is of the line rendered as not yanked: for a line that is not, its rendering.
+        digest = parsed.content_digest() if parsed.yanked else hashlib.sha256(rendered).hexdigest()
+        line = CheckedLine(
+            parsed.name, parsed.vers, parsed.key, parsed.cksum, parsed.yanked, rendered.decode()
+        )
+        lines.append((number, line))
+        entries.append([parsed.vers, parsed.key, parsed.yanked, digest])
+    return _CrateFile(path, read, lines, entries, refused)
 
 
 def import_index(
@@ -105,7 +165,8 @@ def import_index(
     *,
     branch: str | None = None,
     clone_dir: Path | None = None,
-    events_per_save: int = 5000,
+    events_per_save: int = 20_000,
+    readers: int | None = None,
 ) -> ImportResult:
     """Adopt the cargo index at ``source`` (a path, file://, git:// or http(s):// URL).
 
@@ -113,6 +174,9 @@ def import_index(
     clone (its name + ``-import``) when the settings place one, else a temporary folder.
     Raises :class:`~ledger.errors.NotFound` when the source has no such branch and
     :class:`~ledger.errors.RemoteUnavailable` when it cannot be read.
+
+    ``readers`` processes (default :data:`READ_PROCESSES`) read and check the crate files of a
+    large index while this process records them; the result is the same as reading here.
     """
     from ledger.git_index import GitIndex
 
@@ -136,7 +200,14 @@ def import_index(
                 msg = f"{shown} has no branch {branch!r} to import"
                 raise NotFound(msg, remote=shown, branch=branch)
             result.head = head
-            _Adoption(ledger, result, head, events_per_save).run(index.files(head))
+            adoption = _Adoption(ledger, result, head, events_per_save)
+            paths = adoption.crate_paths(index.changed_paths(None, head))
+            count = READ_PROCESSES if readers is None else readers
+            with _fewer_collections():
+                if count > 1 and len(paths) >= PARALLEL_FILES:
+                    adoption.run(_read_elsewhere(folder, branch, head, paths, count))
+                else:
+                    adoption.run(read_crate_file(path, index.read_blob(head, path) or b"") for path in paths)
         finally:
             index.close()
     result.seconds = time.monotonic() - started
@@ -184,8 +255,69 @@ def _derived_folder(ledger: Ledger) -> Path | None:
     return own.with_name(own.name + "-import")
 
 
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect the youngest generation less often for the duration (see :data:`GC_THRESHOLD`)."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(GC_THRESHOLD, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _read_elsewhere(
+    folder: Path, branch: str, head: str, paths: list[str], processes: int
+) -> Iterator[_CrateFile]:
+    """The crate files at ``paths``, read and checked by ``processes`` other processes, in order.
+
+    Each opens the clone the source was fetched into; at most :data:`TASKS_AHEAD` tasks per
+    process wait to be recorded, so memory stays bounded however fast they read. A reader that
+    dies makes the import fail (``BrokenProcessPool``) rather than wait for it.
+    """
+    tasks = (paths[i : i + FILES_PER_TASK] for i in range(0, len(paths), FILES_PER_TASK))
+    # Spawned, not forked: a forked reader would share this process's store connections, and
+    # anything it did to them (a finaliser run by its garbage collector) would corrupt them.
+    # As with any spawned process, the caller's main module is imported again in each reader,
+    # under another name: a script must keep its work behind ``if __name__ == "__main__"``.
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_open_reader,
+        initargs=(str(folder), branch, head),
+    )
+    try:
+        waiting: deque[Future[list[_CrateFile]]] = deque()
+        for task in tasks:
+            waiting.append(pool.submit(_read_task, task))
+            if len(waiting) >= processes * TASKS_AHEAD:
+                yield from waiting.popleft().result()
+        while waiting:
+            yield from waiting.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_reader: tuple[GitIndex, str] | None = None
+"""In a reading process: the clone and the commit to read."""
+
+
+def _open_reader(folder: str, branch: str, head: str) -> None:
+    from ledger.git_index import GitIndex
+
+    global _reader  # noqa: PLW0603  (one per reading process, set by the pool's initializer)
+    gc.set_threshold(max(GC_THRESHOLD, gc.get_threshold()[0]), *gc.get_threshold()[1:])
+    _reader = (GitIndex.open(Path(folder), folder, branch=branch), head)
+
+
+def _read_task(paths: list[str]) -> list[_CrateFile]:
+    assert _reader is not None
+    index, head = _reader
+    return [read_crate_file(path, index.read_blob(head, path) or b"") for path in paths]
+
+
 class _Adoption:
-    """Reads crate files, records their lines in chunks, and confirms the jobs created."""
+    """Records crate files in chunks through the batched path, and confirms the jobs created."""
 
     def __init__(self, ledger: Ledger, result: ImportResult, head: str, events_per_save: int) -> None:
         self.ledger = ledger
@@ -195,48 +327,31 @@ class _Adoption:
         self.chunk: dict[str, _CrateFile] = {}
         self.chunk_events = 0
 
-    def run(self, files: Iterable[tuple[str, bytes]]) -> None:
-        for path, data in files:
+    def crate_paths(self, paths: Iterable[str]) -> list[str]:
+        """The crate files among ``paths``; the others (but ``config.json``) count as ignored."""
+        found: list[str] = []
+        for path in paths:
             if path == CONFIG_PATH:
                 continue
-            crate = crate_from_path(path)
-            if crate is None:
+            if crate_from_path(path) is None:
                 self.result.ignored_paths += 1
                 continue
+            found.append(path)
+        return found
+
+    def run(self, files: Iterable[_CrateFile]) -> None:
+        for crate_file in files:
             self.result.files += 1
-            crate_file = self._read(path, data)
+            self.result.lines += crate_file.read
+            for number, error in crate_file.refused:
+                self._refuse(crate_file.path, number, error)
             if crate_file.lines:
-                self.chunk[path] = crate_file
+                self.chunk[crate_file.path] = crate_file
                 self.chunk_events += len(crate_file.lines) + EVENTS_PER_FILE
             if self.chunk_events >= self.events_per_save:
                 self._record()
         self._record()
         self.result.refused.sort(key=lambda r: (r.path, r.line))
-
-    def _read(self, path: str, data: bytes) -> _CrateFile:
-        """Parse a crate file leniently: refuse what cannot be adopted, keep the rest in order."""
-        crate_file = _CrateFile(path)
-        seen: dict[str, int] = {}
-        for number, parsed in parse_file(data):
-            self.result.lines += 1
-            if isinstance(parsed, InvalidLine):
-                self._refuse(path, number, parsed.message)
-                continue
-            if index_path(parsed.name) != path:
-                self._refuse(path, number, f"the line is for crate {parsed.name!r}, whose file is not {path}")
-                continue
-            first = seen.get(parsed.key)
-            if first is not None:
-                msg = (
-                    f"{parsed.name} {parsed.vers} repeats the version of line {first} "
-                    "(build metadata ignored); the first line is kept"
-                )
-                self._refuse(path, number, msg)
-                continue
-            seen[parsed.key] = number
-            crate_file.lines.append((number, parsed))
-            crate_file.entries.append([parsed.vers, parsed.key, parsed.yanked, parsed.content_digest()])
-        return crate_file
 
     def _refuse(self, path: str, line: int, error: str) -> None:
         self.result.refused.append(RefusedLine(path, line, error))
@@ -247,7 +362,7 @@ class _Adoption:
             return
         origins: list[tuple[str, int]] = []
 
-        def numbered() -> Iterator[tuple[int, IndexLine]]:
+        def numbered() -> Iterator[tuple[int, CheckedLine]]:
             for crate_file in self.chunk.values():
                 for number, line in crate_file.lines:
                     origins.append((crate_file.path, number))
@@ -258,7 +373,7 @@ class _Adoption:
             ACTOR,
             events_per_save=self.chunk_events + 1,
             keep_yanked=True,
-            on_job=self._confirm,
+            confirm=self._confirm,
         )
         self.result.accepted += bulk.accepted
         self.result.present += bulk.present
@@ -270,17 +385,8 @@ class _Adoption:
         self.chunk = {}
         self.chunk_events = 0
 
-    def _confirm(self, job: SyncJob, lines: Sequence[IndexLine]) -> None:
+    def _confirm(self, lines: Sequence[CheckedLine]) -> Confirmation:
         """The versions were read from the remote at ``head``: the job is done as it is created."""
         path = index_path(lines[0].name)
-        crate_file = self.chunk[path]
-        job.confirmed(
-            crate=job.crate,
-            commit=self.head,
-            remote_head=self.head,
-            method=METHOD,
-            path=path,
-            entries=crate_file.entries,
-        )
-        job.completed(commit=self.head)
         self.result.confirmed_jobs += 1
+        return Confirmation(self.head, self.head, METHOD, path, self.chunk[path].entries)

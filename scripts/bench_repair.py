@@ -25,6 +25,7 @@ Usage: .venv/bin/python scripts/bench_repair.py [--store sqlite|postgres|both|UR
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -151,7 +152,16 @@ def run_import(url: str, remote: str, clone: Path) -> dict[str, Any]:
         "lines_per_s": result.lines / seconds,
         "lines_per_cpu_s": result.lines / cpu_s,
         "peak_rss_mib": peak_rss_mib(),
+        "readers_peak_rss_mib": children_peak_rss_mib(),
     }
+
+
+def children_peak_rss_mib() -> float:
+    """The largest peak resident memory of this process's finished children (the import's readers)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def run_repairs(url: str, remote: str, bare: Path, clone: Path, lost: int, seed: int) -> dict[str, Any]:
@@ -204,8 +214,6 @@ def run_recovery(url: str, remote: str, bare: Path, clone: Path, libgit2: bool) 
     from ledger.bootstrap import open_ledger
     from projections.runner import ViewRunner
 
-    if libgit2:
-        git_index.CLI_PUSH_OBJECTS = sys.maxsize
     stages: dict[str, float] = defaultdict(float)
     stage(git_index.GitIndex, "fetch", stages)
     stage(git_index.GitIndex, "build_commit", stages)
@@ -216,7 +224,10 @@ def run_recovery(url: str, remote: str, bare: Path, clone: Path, libgit2: bool) 
     repair_module.save_remote_events = timed_function(repair_module.save_remote_events, stages, "record")
 
     out: dict[str, Any] = {"push": "libgit2" if libgit2 else "auto"}
-    with open_ledger(settings_for(url, remote, clone)) as ledger:
+    settings = settings_for(url, remote, clone)
+    if libgit2:
+        settings = dataclasses.replace(settings, push_with="libgit2")
+    with open_ledger(settings) as ledger:
         ledger.views.catch_up()
         stages.clear()
         result, seconds = timed(ledger.repair)
@@ -341,7 +352,15 @@ def report(results: list[tuple[str, dict[str, Any]]]) -> str:
         "recovery s",
         "recovery peak MiB",
     ]
-    return markdown_table(headers, rows)
+    table = markdown_table(headers, rows)
+    stages = ["views", "fetch", "plan", "build_commit", "push", "read_back", "record", "other"]
+    stage_rows = [
+        [label, f"{r['recovery']['seconds']:.1f}"]
+        + [f"{r['recovery']['stages_s'].get(s, 0.0):.1f}" for s in stages]
+        for label, r in results
+    ]
+    recovery = markdown_table(["store", "recovery s", *(f"{s} s" for s in stages)], stage_rows)
+    return f"{table}\n\nWhere the recovery's time went:\n\n{recovery}"
 
 
 def child_main(args: argparse.Namespace) -> int:

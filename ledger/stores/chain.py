@@ -17,12 +17,20 @@ from uuid import UUID
 GENESIS = "0" * 64
 
 
+_HEAD = struct.Struct(">qqI").pack
+_LENGTH = struct.Struct(">I").pack
+
+
 def canonical(position: int, originator_id: UUID | str, version: int, topic: str, state: bytes) -> bytes:
-    """The bytes of one stored event that the chain covers."""
-    oid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)
-    parts = (oid.encode(), topic.encode(), bytes(state))
-    head = struct.pack(">qq", position, version)
-    return head + b"".join(struct.pack(">I", len(p)) + p for p in parts)
+    """The bytes of one stored event that the chain covers.
+
+    The position and the version (8 bytes each, big-endian), then the aggregate id (hex), the
+    topic and the state, each after its length (4 bytes, big-endian).
+    """
+    oid = (originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)).encode()
+    name = topic.encode()
+    data = bytes(state)
+    return _HEAD(position, version, len(oid)) + oid + _LENGTH(len(name)) + name + _LENGTH(len(data)) + data
 
 
 def next_link(previous: str, payload: bytes) -> str:
