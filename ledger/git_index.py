@@ -515,7 +515,10 @@ class GitIndex:
         """Merge the clone's small packs (``git repack --geometric``), when git is installed.
 
         Each large commit adds a pack; libgit2 looks objects up pack by pack, so they are
-        merged once there are more than :data:`MAX_PACKS`, keeping the big ones as they are.
+        merged once there are more than :data:`MAX_PACKS`. No new deltas are searched (the
+        objects are copied as they are stored): 33 packs of 3,000-file commits merged with the
+        139k-file index's pack in 1.0 s that way, 3.2 s with git's default delta search, and a
+        worker's clone with a fetched, deltified base spent 36 s.
         """
         git = shutil.which("git")
         if git is None:
@@ -523,7 +526,7 @@ class GitIndex:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         env.update(GIT_DIR=str(self.path), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
         subprocess.run(
-            [git, "repack", "--geometric=2", "-d", "-q", "--no-write-bitmap-index"],
+            [git, "-c", "pack.window=0", "repack", "--geometric=2", "-d", "-q", "--no-write-bitmap-index"],
             env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
