@@ -384,15 +384,7 @@ class PublicationLedger(Application[UUID]):
                 stored += _published_events(crate, lines, actor_json, job_id)
             else:
                 for ln in lines:
-                    crate._published(
-                        crate=ln.name,
-                        version=ln.vers,
-                        key=ln.key,
-                        line=json.loads(ln.text),
-                        cksum=ln.cksum,
-                        actor=actor,
-                        job=job_id,
-                    )
+                    _record_published(crate, ln, actor, job_id)
                 stored += map(to_stored, crate.collect_events())
             if confirm is not None:
                 stored += self._confirmed(job_id, job, crate.name, confirm(lines))
@@ -467,15 +459,7 @@ class PublicationLedger(Application[UUID]):
         found += _job_done(job.id, line.name, done, timestamps=moments[1:])
         crate = Crate(line.name)
         crate.collect_events()
-        crate._published(
-            crate=line.name,
-            version=line.vers,
-            key=line.key,
-            line=json.loads(line.text),
-            cksum=line.cksum,
-            actor=actor,
-            job=job.id,
-        )
+        _record_published(crate, line, actor, job.id)
         (published,) = crate.collect_events()
         expected.append(self.mapper.to_stored_event(published))
         twin = Crate(line.name)
@@ -712,3 +696,16 @@ def _project(aggregate: Any, events: Iterable[Any]) -> Any:
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
+
+
+def _record_published(crate: Crate, line: CheckedLine, actor: str, job: UUID) -> None:
+    """``VersionPublished`` of a checked line on ``crate``, through the aggregate."""
+    crate._published(
+        crate=line.name,
+        version=line.vers,
+        key=line.key,
+        line=json.loads(line.text),
+        cksum=line.cksum,
+        actor=actor,
+        job=job,
+    )

@@ -17,6 +17,7 @@ per thread. The libgit2 network timeouts and object cache limits it sets are pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -336,11 +337,8 @@ class GitIndex:
         prompts. Like libgit2's server timeout, a push that hears nothing (no progress, no
         answer) for the timeout is stopped and reported as a timeout.
         """
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env = self._git_env()
         env.update(
-            GIT_DIR=str(self.path),
-            GIT_CONFIG_NOSYSTEM="1",
-            GIT_CONFIG_GLOBAL=os.devnull,
             GIT_TERMINAL_PROMPT="0",
             GIT_CONFIG_COUNT="1",
             GIT_CONFIG_KEY_0="remote.ledger-push.url",
@@ -523,16 +521,24 @@ class GitIndex:
         git = shutil.which("git")
         if git is None:
             return
+        argv = [git, "-c", "pack.window=0", "repack", "--geometric=2", "-d", "-q", "--no-write-bitmap-index"]
+        # Upkeep only: the commit is written either way, and a merge that fails is tried again
+        # after the next large commit.
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                argv,
+                env=self._git_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+                timeout=600,
+            )
+
+    def _git_env(self) -> dict[str, str]:
+        """The environment of a git command on the clone: no user or system configuration."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         env.update(GIT_DIR=str(self.path), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
-        subprocess.run(
-            [git, "-c", "pack.window=0", "repack", "--geometric=2", "-d", "-q", "--no-write-bitmap-index"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=600,
-        )
+        return env
 
     def _write_commit(
         self,
