@@ -2,7 +2,8 @@
 
 One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to ``max_batch``:
 
-1. fetch the remote branch (the commit everything is built on);
+1. take the commit to build on: the remote head the last read-back saw on a fresh connection,
+   or, when there is none (the first attempt, or the last read-back failed), a fetch;
 2. regenerate each affected crate's whole file from the database view (publication order,
    yanked flag from the latest state, deleted versions absent): files are regenerated, never
    appended to, so a retry can never duplicate a line;
@@ -11,7 +12,12 @@ One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to 
 4. read the remote back on a new connection: its head, the commit's ancestry and the blob at
    each changed path. Only then ``IndexPushConfirmed`` and ``IndexSyncCompleted``; otherwise
    ``IndexPushFailed`` with the reason and the time of the next retry (capped exponential
-   backoff). When the remote moved underneath (non-fast-forward), fetch and rebuild on top.
+   backoff). When the remote moved underneath (non-fast-forward), rebuild on top of the head
+   the read-back found.
+
+Building on the head the last read-back saw saves a fetch a pass and risks nothing: pushes are
+never forced, so if someone else pushed since, the remote refuses the push as non-fast-forward,
+the read-back finds their head, and the next round rebuilds on top of it.
 
 A crash at any step leaves the job open; the next pass regenerates the same files, finds the
 tree unchanged when the earlier push did land, and confirms it by reading it back.
@@ -128,6 +134,8 @@ class SyncWorker:
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
         self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
+        self._seen_head: str | None = None
+        """The remote head the last read-back saw (the next attempt builds on it), or None."""
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -214,11 +222,13 @@ class SyncWorker:
     def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob]) -> _Attempt:
         """Build, push and read back once; records the attempt and its outcome on every job."""
         remote = self.index.remote_url
-        try:
-            head = self.index.fetch()
-        except RemoteUnavailable as exc:
-            self._fail(jobs, _unreadable(exc), exc.message, None)
-            return _Attempt(None, None, None)
+        head, self._seen_head = self._seen_head, None
+        if head is None:
+            try:
+                head = self.index.fetch()
+            except RemoteUnavailable as exc:
+                self._fail(jobs, _unreadable(exc), exc.message, None)
+                return _Attempt(None, None, None)
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
         message = f"Update crates: {', '.join(crates[:10])}" + (
@@ -259,6 +269,8 @@ class SyncWorker:
             reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return _Attempt(head, target, None)
+        if readback is not None:
+            self._seen_head = readback.remote_head
         if readback is not None and readback.confirmed:
             assert target is not None
             self._confirm(chunk, jobs, target, readback)

@@ -17,7 +17,7 @@ from ledger.bootstrap import open_ledger
 from ledger.names import index_path
 from ledger.settings import Settings
 from ledger.testing.remote import Mode, RemoteServer
-from ledger.worker import WorkerOptions
+from ledger.worker import SyncWorker, WorkerOptions
 from tests.conftest import make_line
 
 FAST = WorkerOptions(max_batch=50, backoff_base=1.0, lease_ttl=5.0)
@@ -136,6 +136,53 @@ class TestRemoteMovedUnderneath:
             assert repo.descendant_of(head.id, pygit2.Oid(hex=other))
             assert bytes(head.tree["README"].data) == b"hello\n"
             assert versions_in(remote_file(server, "tokio")) == ["1.0.0"]
+
+
+class TestBuildingOnTheLastReadBack:
+    @pytest.mark.parametrize("protocol", ["http", "git"])
+    def test_a_pass_after_a_confirmed_one_builds_on_the_head_it_read_back(
+        self, tmp_path: Path, settings_for: Any, protocol: str
+    ) -> None:
+        """No fetch before building when the last read-back saw the remote head; if someone else
+        pushed since, the remote refuses the push, the attempt is recorded as rejected, and the
+        next round rebuilds on top of their commit."""
+        server = RemoteServer.start(tmp_path / "remote", protocol=protocol)  # type: ignore[arg-type]
+        with server, open_ledger(settings_for(server)) as ledger:
+            index = ledger.index()
+            fetches: list[str | None] = []
+            fetch = index.fetch
+
+            def counted_fetch() -> str | None:
+                fetches.append(head := fetch())
+                return head
+
+            index.fetch = counted_fetch  # type: ignore[method-assign]
+            worker = SyncWorker(ledger, index, options=FAST)
+            ledger.publish(make_line("serde", "1.0.0"), "alice")
+            assert worker.run_once().confirmed == 1
+            assert len(fetches) == 1  # the first attempt has no read-back to build on
+
+            ledger.publish(make_line("serde", "1.0.1"), "alice")
+            assert worker.run_once().confirmed == 1
+            assert len(fetches) == 1  # built on the head the last read-back saw
+
+            other = _push_foreign_file(server, tmp_path, "README", b"hello\n")
+            ledger.publish(make_line("tokio", "1.0.0"), "alice")
+            result = worker.run_once()
+            assert (result.confirmed, result.open_left) == (1, 0)
+            assert len(fetches) == 1  # the rejected push's read-back found the new head
+            repo = pygit2.Repository(str(server.bare_path))
+            head = repo[server.head()].peel(pygit2.Commit)
+            assert repo.descendant_of(head.id, pygit2.Oid(hex=other))
+            assert bytes(head.tree["README"].data) == b"hello\n"
+            assert versions_in(remote_file(server, "tokio")) == ["1.0.0"]
+            assert versions_in(remote_file(server, "serde")) == ["1.0.0", "1.0.1"]
+            tokio = ledger.history("tokio", "1.0.0")
+            attempts = [e for e in tokio if e["event"] == "IndexPushAttempted"]
+            failures = [e for e in tokio if e["event"] == "IndexPushFailed"]
+            assert len(attempts) == 2
+            assert [f["reason"] for f in failures] == ["rejected"]
+            assert ledger.audit(grace=0).consistent
 
 
 def _push_foreign_file(server: RemoteServer, tmp_path: Path, path: str, data: bytes) -> str:
