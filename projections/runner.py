@@ -36,6 +36,8 @@ TRACKING_NAME = "views"
 REBUILD_BATCH_SIZE = 10_000
 """Events per transaction when every view is rebuilt from position zero."""
 REBUILD_CACHE_MIB = 128
+REBUILD_CHECKPOINT_PAGES = 262_144
+"""Pages of SQLite's write-ahead log (4 KiB each) past which a rebuild copies it back."""
 
 
 @contextmanager
@@ -43,20 +45,29 @@ def bulk_load(db: Database) -> Iterator[None]:
     """Settings of the views' connection while a rebuild loads every view, restored after.
 
     SQLite: a page cache of ``REBUILD_CACHE_MIB`` (the default 2 MiB makes the inserts into
-    the growing tables read their pages again). PostgreSQL: commits that do not wait for their
-    WAL to reach the disk; a crash may lose the last batches, each whole with its tracking
-    position, and the rebuild goes on from there.
+    the growing tables read their pages again), and the write-ahead log copied back into the
+    database once it holds ``REBUILD_CHECKPOINT_PAGES`` instead of 1,000 pages: each batch
+    writes tens of MiB, and copying them back after every commit (with an ``fsync``) copied
+    the pages many batches touch once a batch; the log is copied back and emptied at the end.
+    PostgreSQL: commits that do not wait for their WAL to reach the disk. A crash may lose the
+    last batches, each whole with its tracking position, and the rebuild goes on from there.
     """
     if db.dialect == "sqlite":
         cache = int(db.query("PRAGMA cache_size")[0][0])
-        setting, restore = f"PRAGMA cache_size = {-REBUILD_CACHE_MIB * 1024}", f"PRAGMA cache_size = {cache}"
+        checkpoint = int(db.query("PRAGMA wal_autocheckpoint")[0][0])
+        settings = [f"PRAGMA cache_size = {-REBUILD_CACHE_MIB * 1024}"]
+        settings.append(f"PRAGMA wal_autocheckpoint = {REBUILD_CHECKPOINT_PAGES}")
+        restores = [f"PRAGMA cache_size = {cache}", f"PRAGMA wal_autocheckpoint = {checkpoint}"]
+        restores.append("PRAGMA wal_checkpoint(TRUNCATE)")
     else:
-        setting, restore = "SET synchronous_commit = off", "RESET synchronous_commit"
-    db.query(setting)
+        settings, restores = ["SET synchronous_commit = off"], ["RESET synchronous_commit"]
+    for setting in settings:
+        db.query(setting)
     try:
         yield
     finally:
-        db.query(restore)
+        for restore in restores:
+            db.query(restore)
 
 
 @contextmanager
@@ -173,8 +184,11 @@ class ViewRunner:
             return self._catch_up(until, until_time)
 
     def _catch_up(self, until: int | None, until_time: datetime | None) -> int:
-        """While a whole batch is applied, the next one is read and decoded in a thread: the
-        store's work on the one overlaps the decoding of the other."""
+        """On PostgreSQL, while a whole batch is applied, the next one is read and decoded in a
+        thread: the server's work on the one overlaps the decoding of the other. SQLite works in
+        this process, and a reading thread there only contends for the interpreter with the
+        writing one (a rebuild of the baseline import took 13 % longer with it, and 35 % more CPU)."""
+        read_ahead = self.db.dialect == "postgresql"
         start = self.position()
         ahead: Future[list[Event]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views-reader") as reader:
@@ -194,7 +208,7 @@ class ViewRunner:
                     if events:
                         self._apply(start, events)
                     return self.position()
-                if len(events) == self.batch_size:
+                if read_ahead and len(events) == self.batch_size:
                     ahead = reader.submit(self._read, events[-1][0], until)
                 if self._apply(start, events):
                     start = events[-1][0]

@@ -196,6 +196,20 @@ class TestRebuild:
         ledger.rebuild()
         assert dump(ledger.db) == together
 
+    def test_a_rebuild_restores_the_connection_settings_it_changed(
+        self, ledger: Ledger, line: LineFactory
+    ) -> None:
+        """The bulk settings of a rebuild (page cache and checkpoints, commits) last as long as it."""
+        scenario(ledger, line, lambda: None)
+        names = (
+            ["PRAGMA cache_size", "PRAGMA wal_autocheckpoint"]
+            if ledger.db.dialect == "sqlite"
+            else ["SHOW synchronous_commit"]
+        )
+        before = [ledger.db.query(name) for name in names]
+        ledger.rebuild()
+        assert [ledger.db.query(name) for name in names] == before
+
 
 class TestReading:
     def test_each_stored_event_reads_as_the_library_reads_it(self, ledger: Ledger, line: LineFactory) -> None:
