@@ -35,6 +35,9 @@ from projections.views import Event, ViewBatch, compact_json, decode, event_time
 TRACKING_NAME = "views"
 REBUILD_BATCH_SIZE = 10_000
 """Events per transaction when every view is rebuilt from position zero."""
+BULK_CATCH_UP = 100_000
+"""Events behind from which a catch-up works as a rebuild does (an import leaves the views
+more than a million behind; kept batch by batch, on PostgreSQL that took minutes)."""
 REBUILD_CACHE_MIB = 128
 REBUILD_CHECKPOINT_PAGES = 262_144
 """Pages of SQLite's write-ahead log (4 KiB each) past which a rebuild copies it back."""
@@ -138,30 +141,41 @@ class ViewRunner:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     def rebuild(self) -> int:
-        """Drop the views and their tracking, then replay the whole log from position zero.
-
-        ``view_unsynced`` is made once at the end, from the rebuilt views, instead of batch by
-        batch; a rebuild that stops half way leaves it to the next :meth:`create_tables`.
-        """
+        """Drop the views and their tracking, then replay the whole log from position zero."""
         self.drop_tables()
         with self.db.transaction() as cur:
             self._create_view_tables(cur, indexes=False)
+        with _collector_paused():
+            return self._catch_up_in_bulk()
+
+    def _catch_up_in_bulk(self) -> int:
+        """Catch up from far behind (a rebuild, an import) the way a rebuild does.
+
+        Batches of ``REBUILD_BATCH_SIZE`` events under :func:`bulk_load`, with no
+        ``view_unsynced`` to keep batch by batch: it is dropped first and made once at the end
+        from the views as they then stand, as are the secondary indexes a rebuild leaves out;
+        also when the catch-up stops half way, so the views are left whole at their last batch.
+        A batch that another runner applies meanwhile keeps ``view_unsynced`` from the moment
+        it exists again.
+        """
+        with self.db.transaction() as cur:
+            self._tracked_for_update(cur)
+            cur.execute("DROP TABLE IF EXISTS view_unsynced")
         batch_size = self.batch_size
         self.batch_size = max(batch_size, REBUILD_BATCH_SIZE)
         try:
             with bulk_load(self.db):
-                position = self.catch_up()
+                return self._catch_up(None, None)
         finally:
             self.batch_size = batch_size
-        with self.db.transaction() as cur:
-            for statement in INDEXES:
-                cur.execute(statement)
-            self._ensure_unsynced(cur)
-            if self.db.dialect == "postgresql":
-                # New tables have no statistics until autovacuum gets to them, and without any
-                # the planner joins whole tables where the audit needs a few rows of each.
-                cur.execute(f"ANALYZE {', '.join(VIEW_TABLES)}")
-        return position
+            with self.db.transaction() as cur:
+                for statement in INDEXES:
+                    cur.execute(statement)
+                self._ensure_unsynced(cur)
+                if self.db.dialect == "postgresql":
+                    # New tables have no statistics until autovacuum gets to them, and without
+                    # any the planner joins whole tables where the audit needs a few rows of each.
+                    cur.execute(f"ANALYZE {', '.join(VIEW_TABLES)}")
 
     # -- positions --------------------------------------------------------------------------
 
@@ -179,8 +193,14 @@ class ViewRunner:
     # -- applying ---------------------------------------------------------------------------
 
     def catch_up(self, *, until: int | None = None, until_time: datetime | None = None) -> int:
-        """Apply every event after the tracked position (up to ``until`` or ``until_time``)."""
+        """Apply every event after the tracked position (up to ``until`` or ``until_time``).
+
+        At least ``BULK_CATCH_UP`` events behind, all the way, as a rebuild does (see
+        :meth:`_catch_up_in_bulk`).
+        """
         with _collector_paused():
+            if until is None and until_time is None and self.lag() >= BULK_CATCH_UP:
+                return self._catch_up_in_bulk()
             return self._catch_up(until, until_time)
 
     def _catch_up(self, until: int | None, until_time: datetime | None) -> int:

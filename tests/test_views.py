@@ -20,9 +20,10 @@ from ledger.names import collision_key, index_path
 from ledger.ports import Database
 from ledger.settings import Settings, StoreURL
 from ledger.stores.events import EVENTS_TABLE, POSITION, log_rows
+from projections import runner as runner_module
 from projections import views
 from projections.runner import ProjectionError, ViewRunner
-from projections.schema import VIEW_TABLES
+from projections.schema import VIEW_TABLES, has_table
 
 ACTOR = "alice"
 REMOTE = "git://127.0.0.1/index.git"
@@ -195,6 +196,52 @@ class TestRebuild:
         together = dump(ledger.db)
         ledger.rebuild()
         assert dump(ledger.db) == together
+
+    def test_a_catch_up_from_far_behind_works_as_a_rebuild_and_equals_batch_by_batch(
+        self, ledger: Ledger, line: LineFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """From ``BULK_CATCH_UP`` events behind (an import), the catch-up drops ``view_unsynced``
+        and makes it once at the end; the views equal those kept batch by batch, also when the
+        catch-up stopped half way and was taken up again."""
+        small = ViewRunner(ledger.app, ledger.db, batch_size=2)
+        scenario(ledger, line, small.catch_up)
+        incremental = dump(ledger.db)
+        assert incremental["view_unsynced"], "the scenario leaves crates out of sync"
+
+        bulk_runs: list[int] = []
+        in_bulk = ViewRunner._catch_up_in_bulk
+
+        def counted(runner: ViewRunner) -> int:
+            bulk_runs.append(runner.position())
+            return in_bulk(runner)
+
+        monkeypatch.setattr(runner_module, "BULK_CATCH_UP", 5)
+        monkeypatch.setattr(ViewRunner, "_catch_up_in_bulk", counted)
+        monkeypatch.setattr(runner_module, "REBUILD_BATCH_SIZE", 4)
+        runner = ViewRunner(ledger.app, ledger.db, batch_size=1)
+        runner.drop_tables()
+        runner.create_tables()
+
+        flush = views.ViewBatch.flush
+        flushed: list[int] = []
+
+        def crash_on_the_third(batch: views.ViewBatch, cursor: Any) -> None:
+            flush(batch, cursor)
+            flushed.append(batch.last_position)
+            if len(flushed) == 3:
+                raise RuntimeError("power cut")
+
+        with monkeypatch.context() as crash:
+            crash.setattr(views.ViewBatch, "flush", crash_on_the_third)
+            with pytest.raises(ProjectionError):
+                runner.catch_up()
+        assert runner.position() == flushed[1]  # two whole batches of four
+        assert has_table(ledger.db, "view_unsynced")  # made again at the stop
+        assert dump(ledger.db)["view_jobs"]
+
+        assert runner.catch_up() == ledger.views.head()
+        assert bulk_runs == [0, flushed[1]]
+        assert dump(ledger.db) == incremental
 
     def test_a_rebuild_restores_the_connection_settings_it_changed(
         self, ledger: Ledger, line: LineFactory
