@@ -70,15 +70,7 @@ _JOB_COLUMNS = (
     "updated_at",
     "updated_pos",
 )
-_INDEX_FILE_COLUMNS = (
-    "crate_key",
-    "crate",
-    "path",
-    "commit_id",
-    "source",
-    "updated_at",
-    "updated_pos",
-)
+_INDEX_FILE_COLUMNS = ("crate_key", "crate", "path", "commit_id", "source", "updated_at", "updated_pos")
 _INDEX_COLUMNS = (
     "crate_key",
     "vers_key",
@@ -93,15 +85,8 @@ _INDEX_COLUMNS = (
 )
 _VERSION_ROW = operator.itemgetter(*_VERSION_COLUMNS)
 _JOB_ROW = operator.itemgetter(*_JOB_COLUMNS)
-_JOB_UPDATABLE = (
-    "state",
-    "last_error",
-    "last_reported",
-    "next_retry",
-    "commit_id",
-    "updated_at",
-    "updated_pos",
-)
+_JOB_UPDATABLE = ("state", *_JOB_COLUMNS[_JOB_COLUMNS.index("last_error") :])
+"""The columns of a job a later event changes (``attempts`` and ``failures`` are added to)."""
 
 
 T = TypeVar("T")
