@@ -238,6 +238,16 @@ class _IndexFile:
 
 
 @dataclass
+class _IndexRow:
+    """One version of a file in the index view, and the file event that last changed it."""
+
+    value: tuple[str, str, int, str]  # crate, version, yanked, digest
+    since: _IndexFile
+    changed: bool
+    """Its value changed within the batch (it did not hold since before the batch)."""
+
+
+@dataclass
 class ViewBatch:
     """The row changes of one batch of events, merged."""
 
@@ -246,12 +256,14 @@ class ViewBatch:
     new_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     index_files: dict[str, _IndexFile] = field(default_factory=dict)
+    index_rows: dict[str, dict[str, _IndexRow]] = field(default_factory=dict)
+    """Each replaced file's rows by version key, as of the batch's last replacement of it."""
     scans: list[tuple[Any, ...]] = field(default_factory=list)
     last_position: int = 0
     track_unsynced: bool = True
     """Keep ``view_unsynced`` (False while it does not exist)."""
     dialect: str = "sqlite"
-    """The store's SQL dialect, for the way rows are deleted."""
+    """The store's SQL dialect, for the way rows of many crates are read and deleted."""
 
     def apply(self, event: Event, cursor: Cursor) -> None:
         """Fold one event into the batch (reads the cursor only for scans' race checks)."""
@@ -350,7 +362,8 @@ class ViewBatch:
         )
 
     def _confirmed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
-        self.index_files[collision_key(e["crate"])] = _IndexFile(
+        self._replace_file(
+            collision_key(e["crate"]),
             crate=e["crate"],
             path=e["path"],
             commit=e["commit"],
@@ -388,7 +401,8 @@ class ViewBatch:
             if self._file_position(crate_key, cursor) > e["base_position"]:
                 continue  # a push confirmed after the scan's comparison knows better
             crate, path = found[0], found[1]
-            self.index_files[crate_key] = _IndexFile(
+            self._replace_file(
+                crate_key,
                 crate=crate,
                 path=path,
                 commit=e["head"],
@@ -403,7 +417,8 @@ class ViewBatch:
             return
         at = _epoch(e["timestamp"])
         for change in e["changes"]:
-            self.index_files[collision_key(change["crate"])] = _IndexFile(
+            self._replace_file(
+                collision_key(change["crate"]),
                 crate=change["crate"],
                 path=change["path"],
                 commit=e["commit"],
@@ -420,6 +435,23 @@ class ViewBatch:
         cursor.execute("SELECT updated_pos FROM view_index_files WHERE crate_key = ?", (crate_key,))
         row = cursor.fetchone()
         return int(row[0]) if row else 0
+
+    def _replace_file(self, crate_key: str, **file: Any) -> None:
+        """The index now holds this file for the crate: its rows, each attributed to the event
+        since which it holds its value. A row the batch saw unchanged keeps the event it had;
+        whether it held since before the batch is settled against the stored rows in
+        :meth:`_flush_index`."""
+        new = self.index_files[crate_key] = _IndexFile(**file)
+        before = self.index_rows.get(crate_key)
+        rows: dict[str, _IndexRow] = {}
+        for version, key, yanked, digest in new.entries:
+            value = (new.crate, version, int(bool(yanked)), digest)
+            if before is None:
+                rows[key] = _IndexRow(value, new, changed=False)
+                continue
+            old = before.get(key)
+            rows[key] = old if old is not None and old.value == value else _IndexRow(value, new, changed=True)
+        self.index_rows[crate_key] = rows
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -489,19 +521,64 @@ class ViewBatch:
             cursor.execute(unsynced_refresh(len(part), versions=True), [k for pair in part for k in pair])
 
     def _flush_index(self, cursor: Cursor) -> None:
+        """Write the replaced files, and of their rows only those that changed.
+
+        A confirmation carries the crate's whole file; rewriting every row of it for each
+        confirmation (a crate with hundreds of versions, published again) was most of what the
+        views did for a busy crate. A row keeps the commit, source, time and position of the
+        event since which it holds its value.
+        """
         if not self.index_files:
             return
         keys = list(self.index_files)
-        _delete(cursor, self.dialect, "view_index", keys)
         _delete(cursor, self.dialect, "view_index_files", keys)
         files = [(k, f.crate, f.path, f.commit, f.source, f.at, f.pos) for k, f in self.index_files.items()]
         _insert(cursor, "view_index_files", _INDEX_FILE_COLUMNS, files)
-        rows = [
-            (k, key, f.crate, version, int(bool(yanked)), digest, f.commit, f.source, f.at, f.pos)
-            for k, f in self.index_files.items()
-            for version, key, yanked, digest in f.entries
-        ]
-        _insert(cursor, "view_index", _INDEX_COLUMNS, rows)
+        stored = self._stored_index_rows(cursor, keys)
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        deletes: list[tuple[str, str]] = []
+        for crate_key, rows in self.index_rows.items():
+            old = stored.get(crate_key, {})
+            for key, row in rows.items():
+                was = old.get(key)
+                if was is None or row.changed or was != row.value:
+                    f = row.since
+                    written = (*row.value, f.commit, f.source, f.at, f.pos)
+                    if was is None:
+                        inserts.append((crate_key, key, *written))
+                    else:
+                        updates.append((*written, crate_key, key))
+            deletes.extend((crate_key, key) for key in old.keys() - rows.keys())
+        if deletes:
+            cursor.executemany("DELETE FROM view_index WHERE crate_key = ? AND vers_key = ?", deletes)
+        if updates:
+            cursor.executemany(
+                "UPDATE view_index SET crate = ?, version = ?, yanked = ?, digest = ?, commit_id = ?, "
+                "source = ?, updated_at = ?, updated_pos = ? WHERE crate_key = ? AND vers_key = ?",
+                updates,
+            )
+        _insert(cursor, "view_index", _INDEX_COLUMNS, inserts)
+
+    def _stored_index_rows(
+        self, cursor: Cursor, keys: list[str]
+    ) -> dict[str, dict[str, tuple[str, str, int, str]]]:
+        """The index view's rows of these crates as stored: crate key -> version key -> value."""
+        stored: dict[str, dict[str, tuple[str, str, int, str]]] = {}
+        columns = "crate_key, vers_key, crate, version, yanked, digest FROM view_index"
+        statements: list[tuple[str, list[Any]]]
+        if self.dialect == "postgresql":
+            statements = [(f"SELECT {columns} WHERE crate_key = ANY(?)", [keys])]
+        else:
+            statements = [
+                (f"SELECT {columns} WHERE crate_key IN ({', '.join('?' * len(chunk))})", list(chunk))
+                for chunk in _chunks(keys, _KEYS_PER_STATEMENT)
+            ]
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            for crate_key, vers_key, crate, version, yanked, digest in cursor.fetchall():
+                stored.setdefault(crate_key, {})[vers_key] = (crate, version, int(yanked), digest)
+        return stored
 
 
 Handler = Callable[[ViewBatch, int, str, dict[str, Any], Cursor], None]

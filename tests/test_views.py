@@ -258,6 +258,42 @@ class TestRebuild:
         assert [ledger.db.query(name) for name in names] == before
 
 
+class TestIndexRows:
+    def test_a_row_keeps_the_position_since_which_it_holds_its_value(
+        self, ledger: Ledger, line: LineFactory
+    ) -> None:
+        """A confirmation carries the crate's whole file; only the rows that changed are written
+        again, each with the position of the event since which it holds its value, and the result
+        is the same however the events fall into batches."""
+        first = sync(ledger, ledger.publish(line("kaze", "0.1.5"), ACTOR))
+        second = sync(ledger, ledger.publish(line("kaze", "0.1.6"), ACTOR))
+        yanked = sync(ledger, ledger.yank("kaze", "0.1.5", ACTOR))
+        unyanked = sync(ledger, ledger.unyank("kaze", "0.1.5", ACTOR))  # back to its value before
+        third = sync(ledger, ledger.publish(line("kaze", "0.1.7"), ACTOR))
+        ledger.views.catch_up()
+
+        def rows() -> list[tuple[Any, ...]]:
+            return ledger.db.query("SELECT version, yanked, updated_pos FROM view_index ORDER BY version")
+
+        assert first < second < yanked < unyanked < third
+        # Each position is the save of the job's events: attempt, confirmation, completion.
+        confirmed = {p: p - 1 for p in (second, unyanked, third)}
+        assert rows() == [
+            ("0.1.5", 0, confirmed[unyanked]),
+            ("0.1.6", 0, confirmed[second]),
+            ("0.1.7", 0, confirmed[third]),
+        ]
+        expected = dump(ledger.db)
+        for size in (1, 2, 3, 4, 5, 7, 1000):
+            runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
+            runner.drop_tables()
+            runner.create_tables()
+            runner.catch_up()
+            assert dump(ledger.db) == expected, f"batches of {size}"
+        ledger.rebuild()
+        assert dump(ledger.db) == expected
+
+
 class TestReading:
     def test_each_stored_event_reads_as_the_library_reads_it(self, ledger: Ledger, line: LineFactory) -> None:
         """The views read each event's stored JSON: the same fields and values as the library's
