@@ -237,14 +237,10 @@ class _IndexFile:
     entries: list[list[Any]]  # [version, key, yanked, digest]
 
 
-@dataclass
-class _IndexRow:
-    """One version of a file in the index view, and the file event that last changed it."""
-
-    value: tuple[str, str, int, str]  # crate, version, yanked, digest
-    since: _IndexFile
-    changed: bool
-    """Its value changed within the batch (it did not hold since before the batch)."""
+_IndexRow = tuple[tuple[str, str, int, str], _IndexFile, bool]
+"""One version of a file in the index view: its value (crate, version, yanked, digest), the file
+event since which it holds it, and whether the value changed within the batch (else it may have
+held since before the batch). A tuple: a batch of confirmations makes millions of them."""
 
 
 @dataclass
@@ -447,10 +443,10 @@ class ViewBatch:
         for version, key, yanked, digest in new.entries:
             value = (new.crate, version, int(bool(yanked)), digest)
             if before is None:
-                rows[key] = _IndexRow(value, new, changed=False)
+                rows[key] = (value, new, False)
                 continue
             old = before.get(key)
-            rows[key] = old if old is not None and old.value == value else _IndexRow(value, new, changed=True)
+            rows[key] = old if old is not None and old[0] == value else (value, new, True)
         self.index_rows[crate_key] = rows
 
     # -- writing ----------------------------------------------------------------------------
@@ -540,11 +536,10 @@ class ViewBatch:
         deletes: list[tuple[str, str]] = []
         for crate_key, rows in self.index_rows.items():
             old = stored.get(crate_key, {})
-            for key, row in rows.items():
+            for key, (value, f, changed) in rows.items():
                 was = old.get(key)
-                if was is None or row.changed or was != row.value:
-                    f = row.since
-                    written = (*row.value, f.commit, f.source, f.at, f.pos)
+                if was is None or changed or was != value:
+                    written = (*value, f.commit, f.source, f.at, f.pos)
                     if was is None:
                         inserts.append((crate_key, key, *written))
                     else:
