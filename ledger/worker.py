@@ -15,9 +15,10 @@ One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to 
    backoff). When the remote moved underneath (non-fast-forward), rebuild on top of the head
    the read-back found.
 
-Building on the head the last read-back saw saves a fetch a pass and risks nothing: pushes are
-never forced, so if someone else pushed since, the remote refuses the push as non-fast-forward,
-the read-back finds their head, and the next round rebuilds on top of it.
+Building on the head the last read-back saw saves a fetch a pass and can record nothing untrue:
+pushes are never forced, so if someone else pushed since, the remote refuses the push as
+non-fast-forward (recorded as a rejected attempt), the read-back finds their head, and the next
+round rebuilds on top of it.
 
 A crash at any step leaves the job open; the next pass regenerates the same files, finds the
 tree unchanged when the earlier push did land, and confirms it by reading it back.
