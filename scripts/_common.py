@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,25 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
+
+
+def connectivity_check_ms(bare: Path, branch: str, runs: int = 7) -> float:
+    """The median time of the check git's receive-pack runs on every push, on the branch's head.
+
+    ``git rev-list --objects <head> --not <parent>``: it marks every object of the parent's
+    tree as already present (the whole index) before it walks what the push brought. A fixed
+    piece of C work on a given index, it also tells how fast the machine is that day.
+    """
+    times: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(
+            ["git", f"--git-dir={bare}", "rev-list", "--objects", "--quiet", branch, f"^{branch}~1"],
+            check=True,
+            env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
 
 
 def machine() -> str:

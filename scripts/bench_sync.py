@@ -53,6 +53,7 @@ from _common import (
     PG_BASE,
     Store,
     command_line,
+    connectivity_check_ms,
     drop_pg_schema,
     machine,
     markdown_table,
@@ -363,7 +364,7 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
         else:
             mismatched.append(path)
     index_head = ledger.index().remote_head()
-    probe = connectivity_check_ms(bare)
+    probe = connectivity_check_ms(bare, BRANCH)
     return {
         "audit_consistent": report.consistent,
         "audit_counts": report.counts,
@@ -378,24 +379,6 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
         "verify_s": time.perf_counter() - start,
         "server_connectivity_check_ms": probe,
     }
-
-
-def connectivity_check_ms(bare: Path, runs: int = 7) -> float:
-    """The median time of the check git's receive-pack runs on every push, on the final head.
-
-    ``git rev-list --objects <head> --not <parent>``: it marks every object of the parent's
-    tree as already present (the whole index) before it walks what the push brought.
-    """
-    times: list[float] = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(
-            ["git", f"--git-dir={bare}", "rev-list", "--objects", "--quiet", BRANCH, f"^{BRANCH}~1"],
-            check=True,
-            env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
-        )
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 # -- replays (children) ---------------------------------------------------------------------------

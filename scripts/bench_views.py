@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     command_line,
+    connectivity_check_ms,
     drop_pg_schema,
     machine,
     markdown_table,
@@ -276,6 +277,8 @@ def measure(url: str, remote: Path, clone: Path, audits: int) -> dict[str, Any]:
         report, audit_s = retrying("audit", lambda: timed(ledger.audit))
         out["incremental_scan"] = scan_figures(scanned, scan_s, audit_s, report)
         out["audit_after"] = retrying("audit", lambda: timed_audits(ledger, audits))
+    # The machine's speed that day: git's connectivity check of the commit just pushed.
+    out["connectivity_check_ms"] = connectivity_check_ms(remote, BRANCH)
     out["peak_rss_mib"] = peak_rss_mib()
     out["retried"] = RETRIED
     return out
@@ -444,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{x:.2f}' for x in before_load)}, after: {', '.join(f'{x:.2f}' for x in after_load)}"
     )
     for label, r in results:
-        print(f"{label}: load before measuring {r['load_before']:.2f}")
+        print(
+            f"{label}: load before measuring {r['load_before']:.2f}; machine reference: git's "
+            f"connectivity check of the last push, {r['measure']['connectivity_check_ms']:.0f} ms"
+        )
     print()
     print(table)
     if args.json is not None:
