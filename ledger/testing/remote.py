@@ -249,9 +249,11 @@ def _fake_report(mode: Mode, body: bytes) -> bytes:
     return _report_status(lines, caps)
 
 
+# The hooks use the shell's builtins only: a fork of ``cat`` costs a push a few milliseconds.
 _PRE_RECEIVE = """#!/bin/sh
-cat >/dev/null
-mode=$(cat {mode_file} 2>/dev/null)
+while read -r _; do :; done
+mode=
+read -r mode 2>/dev/null < {mode_file}
 if [ "$mode" = "{reject}" ]; then
     echo "{message}" >&2
     exit 1
@@ -260,7 +262,8 @@ exit 0
 """
 
 _POST_RECEIVE = """#!/bin/sh
-mode=$(cat {mode_file} 2>/dev/null)
+mode=
+read -r mode 2>/dev/null < {mode_file}
 while read -r old new ref; do
     if [ "$mode" = "{rollback}" ]; then
         case "$old" in
