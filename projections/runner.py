@@ -165,7 +165,7 @@ class ViewRunner:
         self.batch_size = max(batch_size, REBUILD_BATCH_SIZE)
         try:
             with bulk_load(self.db):
-                return self._catch_up(None, None)
+                return self._catch_up(None, None, self.position())
         finally:
             self.batch_size = batch_size
             with self.db.transaction() as cur:
@@ -204,14 +204,12 @@ class ViewRunner:
                 return self._catch_up_in_bulk()
             return self._catch_up(until, until_time, start)
 
-    def _catch_up(self, until: int | None, until_time: datetime | None, start: int | None = None) -> int:
+    def _catch_up(self, until: int | None, until_time: datetime | None, start: int) -> int:
         """On PostgreSQL, while a whole batch is applied, the next one is read and decoded in a
         thread: the server's work on the one overlaps the decoding of the other. SQLite works in
         this process, and a reading thread there only contends for the interpreter with the
         writing one (a rebuild of the baseline import took 13 % longer with it, and 35 % more CPU)."""
         read_ahead = self.db.dialect == "postgresql"
-        if start is None:
-            start = self.position()
         ahead: Future[list[Event]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views-reader") as reader:
             while True:
