@@ -26,6 +26,7 @@ from projections.schema import (
     TABLES,
     UNSYNCED_TABLE,
     VIEW_TABLES,
+    add_columns,
     consistency_view,
     has_table,
     unsynced_refresh,
@@ -114,6 +115,7 @@ class ViewRunner:
     def _create_view_tables(self, cur: Cursor, *, indexes: bool = True) -> None:
         for statement in TABLES + (INDEXES if indexes else []):
             cur.execute(statement)
+        add_columns(cur, self.db.dialect)
         cur.execute(consistency_view(self.db.dialect))
         cur.execute(
             "INSERT INTO view_tracking (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",

@@ -40,7 +40,8 @@ TABLES = [
         PRIMARY KEY (crate_key, vers_key))""",
     """CREATE TABLE IF NOT EXISTS view_index_files (
         crate_key TEXT PRIMARY KEY, crate TEXT NOT NULL, path TEXT NOT NULL, commit_id TEXT,
-        source TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL, updated_pos BIGINT NOT NULL)""",
+        source TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL, updated_pos BIGINT NOT NULL,
+        entries_length BIGINT, entries_sha256 TEXT)""",
     """CREATE TABLE IF NOT EXISTS view_jobs (
         job TEXT PRIMARY KEY, crate_key TEXT NOT NULL, crate TEXT NOT NULL, versions TEXT NOT NULL,
         cause TEXT NOT NULL, actor TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -55,6 +56,15 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS view_tracking (
         name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
 ]
+
+ADDED_COLUMNS = [
+    ("view_index_files", "entries_length", "BIGINT"),
+    ("view_index_files", "entries_sha256", "TEXT"),
+]
+"""Columns of ``TABLES`` that views made by an earlier version lack: added to them, NULL until
+their row is written again (a rebuild fills them). ``entries_length`` and ``entries_sha256``: the
+length of a file's entries as JSON, and the SHA-256 of that text without its closing bracket, by
+which the next file that only appends entries is recognised without reading the rows."""
 
 INDEXES = [
     "CREATE INDEX IF NOT EXISTS view_jobs_open ON view_jobs (state, crate_key)",
@@ -206,6 +216,17 @@ def consistency_view(dialect: str) -> str:
     if dialect == "postgresql":
         return "CREATE OR REPLACE VIEW consistency AS " + body
     return "CREATE VIEW IF NOT EXISTS consistency AS " + body
+
+
+def add_columns(cur: Cursor, dialect: str) -> None:
+    """Add the ``ADDED_COLUMNS`` a table lacks."""
+    for table, column, kind in ADDED_COLUMNS:
+        if dialect == "postgresql":
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            continue
+        cur.execute("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", (table, column))
+        if not cur.fetchone()[0]:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def has_table(db: Database, name: str, cur: Cursor | None = None) -> bool:

@@ -70,7 +70,17 @@ _JOB_COLUMNS = (
     "updated_at",
     "updated_pos",
 )
-_INDEX_FILE_COLUMNS = ("crate_key", "crate", "path", "commit_id", "source", "updated_at", "updated_pos")
+_INDEX_FILE_COLUMNS = (
+    "crate_key",
+    "crate",
+    "path",
+    "commit_id",
+    "source",
+    "updated_at",
+    "updated_pos",
+    "entries_length",
+    "entries_sha256",
+)
 _INDEX_COLUMNS = (
     "crate_key",
     "vers_key",
@@ -83,6 +93,16 @@ _INDEX_COLUMNS = (
     "updated_at",
     "updated_pos",
 )
+_UPSERT_INDEX_ROW = (
+    f"INSERT INTO view_index ({', '.join(_INDEX_COLUMNS)}) VALUES ({', '.join('?' * len(_INDEX_COLUMNS))}) "
+    "ON CONFLICT (crate_key, vers_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _INDEX_COLUMNS[2:])
+)
+"""Insert an index row, or overwrite the row of its version (a row a file appended)."""
+_WHERE_VALUE_DIFFERS = " WHERE " + " OR ".join(
+    f"view_index.{c} <> excluded.{c}" for c in ("crate", "version", "yanked", "digest")
+)
+"""... only where the stored row holds another value (else it keeps the event since which it holds it)."""
 _VERSION_ROW = operator.itemgetter(*_VERSION_COLUMNS)
 _JOB_ROW = operator.itemgetter(*_JOB_COLUMNS)
 _JOB_UPDATABLE = ("state", *_JOB_COLUMNS[_JOB_COLUMNS.index("last_error") :])
@@ -114,9 +134,12 @@ def decode(mapper: Mapper[Any], row: LogRow, *, compact: bool = False) -> Event:
     ``_LINE_JSON`` does (see :func:`compact_json`), so a line's stored text is kept.
     """
     position, originator_id, topic, raw = row
-    _handler(topic)
+    handler = _handler(topic)
     if mapper.cipher is None and mapper.compressor is None:
-        state = _loads(raw.decode(), compact)
+        text = raw.decode()
+        state = _loads_entries(text) if compact and handler is ViewBatch._confirmed else None
+        if state is None:
+            state = _loads(text, compact)
         if "class_version" not in state:
             return position, originator_id, topic, state
     stored = StoredEvent(originator_id=UUID(originator_id), originator_version=0, topic=topic, state=raw)
@@ -146,6 +169,32 @@ def _loads(text: str, compact: bool) -> dict[str, Any]:
             state[LINE_TEXT] = text[at + 7 : end]
             return state
     return _object(text)
+
+
+ENTRIES_TEXT = " entries as stored"
+"""The key under which :func:`decode` keeps a confirmation's ``entries`` as their stored JSON
+text, undecoded (``entries`` is then None): a confirmation carries the crate's whole file, and
+the views decode only what it adds to the file before it (see :func:`_fold_files`)."""
+
+_ENTRIES_LAST = ',"entries":['
+
+
+def _loads_entries(text: str) -> dict[str, Any] | None:
+    """A confirmation's state, its ``entries`` (the last attribute) kept as their stored text;
+    None when the text does not end with them as its top-level ``entries``."""
+    at = text.rfind(_ENTRIES_LAST)
+    if at < 0 or not text.endswith("]}"):
+        return None
+    start = at + len(_ENTRIES_LAST) - 1
+    try:
+        state = _object(text[:start] + "0}")
+    except ValueError:
+        return None
+    if type(state.get("entries")) is not int or state["entries"] != 0:
+        return None
+    state["entries"] = None
+    state[ENTRIES_TEXT] = text[start:-1]
+    return state
 
 
 def _object(text: str) -> dict[str, Any]:
@@ -234,13 +283,92 @@ class _IndexFile:
     source: str
     at: float
     pos: int
-    entries: list[list[Any]]  # [version, key, yanked, digest]
+    text: str
+    """The entries as JSON (as ``_LINE_JSON`` writes them): ``[[version, key, yanked, digest], ...]``."""
 
 
 _IndexRow = tuple[tuple[str, str, int, str], _IndexFile, bool]
 """One version of a file in the index view: its value (crate, version, yanked, digest), the file
 event since which it holds it, and whether the value changed within the batch (else it may have
 held since before the batch). A tuple: a batch of confirmations makes millions of them."""
+
+_StoredFile = tuple[int | None, str | None]
+"""What the index view keeps of a crate's file to recognise its successors: the length of its
+entries' JSON text and the SHA-256 of that text without its closing bracket."""
+
+
+def _opening_sha(text: str) -> str:
+    """SHA-256 of a file's entries as JSON without the closing bracket."""
+    return hashlib.sha256(text[:-1].encode()).hexdigest()
+
+
+def _added_at(text: str, before: str | None, stored: _StoredFile | None) -> int | None:
+    """Where the entries ``text`` adds to the file before it begin, when ``text`` is that file with
+    entries appended (a publish appends its version) or that file again (the length of ``text``:
+    jobs of one crate confirmed by the same push); None when it is not.
+
+    The file before is the batch's previous one (``before``) or, for the batch's first, the
+    stored one, known by its length and the digest of its opening.
+    """
+    if before is not None:
+        length = len(before)
+        if len(text) == length:
+            return length if text == before else None
+        if length < 3 or len(text) < length or text[length - 1] != ",":
+            return None
+        return length if text.startswith(before[:-1]) else None
+    if stored is None or stored[0] is None:
+        return None
+    length = stored[0]
+    if len(text) < length or (len(text) > length and (length < 3 or text[length - 1] != ",")):
+        return None
+    return length if _opening_sha(text[:length]) == stored[1] else None
+
+
+def _entries(text: str, start: int = 0) -> list[list[Any]]:
+    """The entries of a file's JSON text, or those from ``start`` where appended entries begin."""
+    if start >= len(text):
+        return []
+    entries = json.loads(text if start == 0 else "[" + text[start:])
+    if type(entries) is not list:
+        raise ValueError(f"a file's entries are not a list: {text[:80]!r}")
+    return entries
+
+
+def _fold_files(files: list[_IndexFile], stored: _StoredFile | None) -> tuple[dict[str, _IndexRow], bool]:
+    """The rows the batch's files of one crate leave, and whether they are the whole file.
+
+    Each file's rows are compared with those the file before it left, and a row that holds the
+    same value keeps the file since which it holds it. A file that is the one before it with
+    entries appended (what a publish confirms) is read from where the new entries begin: its
+    other rows are those of the file before. When the batch's first file appends to the stored
+    one, the rows are not the whole file (False): only the appended ones, to be written where
+    they differ from the stored rows; the others are left as stored.
+    """
+    rows: dict[str, _IndexRow] = {}
+    whole = False
+    before: str | None = None
+    for new in files:
+        start = _added_at(new.text, before, stored)
+        if start is None:  # read whole: the rows the file before left are replaced
+            added: dict[str, _IndexRow] = {}
+            start = 0
+        else:
+            added = rows
+        changes: dict[str, _IndexRow] = {}
+        for version, key, yanked, digest in _entries(new.text, start):
+            value = (new.crate, version, int(bool(yanked)), digest)
+            old = rows.get(key)
+            if old is None:
+                changes[key] = (value, new, whole)  # new to the batch: new to the file once whole
+            else:
+                changes[key] = old if old[0] == value else (value, new, True)
+        if start == 0:
+            rows, whole = changes, True
+        else:
+            added.update(changes)
+        before = new.text
+    return rows, whole
 
 
 @dataclass
@@ -251,9 +379,8 @@ class ViewBatch:
     version_updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     new_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    index_files: dict[str, _IndexFile] = field(default_factory=dict)
-    index_rows: dict[str, dict[str, _IndexRow]] = field(default_factory=dict)
-    """Each replaced file's rows by version key, as of the batch's last replacement of it."""
+    index_files: dict[str, list[_IndexFile]] = field(default_factory=dict)
+    """The files the batch saw replace each crate's, in order (folded when the batch is written)."""
     scans: list[tuple[Any, ...]] = field(default_factory=list)
     last_position: int = 0
     track_unsynced: bool = True
@@ -358,6 +485,7 @@ class ViewBatch:
         )
 
     def _confirmed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        text = e.get(ENTRIES_TEXT)
         self._replace_file(
             collision_key(e["crate"]),
             crate=e["crate"],
@@ -366,7 +494,7 @@ class ViewBatch:
             source="push",
             at=_epoch(e["timestamp"]),
             pos=pos,
-            entries=e["entries"],
+            text=_LINE_JSON.encode(e["entries"]) if text is None else text,
         )
         self._job_change(pos, job, e, last_error=None, next_retry=None, commit_id=e["commit"])
 
@@ -405,7 +533,7 @@ class ViewBatch:
                 source="scan",
                 at=at,
                 pos=pos,
-                entries=found[2],
+                text=_LINE_JSON.encode(found[2]),
             )
 
     def _repaired(self, pos: int, _: str, e: dict[str, Any], __: Cursor) -> None:
@@ -421,33 +549,21 @@ class ViewBatch:
                 source="repair",
                 at=at,
                 pos=pos,
-                entries=change["entries"],
+                text=_LINE_JSON.encode(change["entries"]),
             )
 
     def _file_position(self, crate_key: str, cursor: Cursor) -> int:
         known = self.index_files.get(crate_key)
-        if known is not None:
-            return known.pos
+        if known:
+            return known[-1].pos
         cursor.execute("SELECT updated_pos FROM view_index_files WHERE crate_key = ?", (crate_key,))
         row = cursor.fetchone()
         return int(row[0]) if row else 0
 
     def _replace_file(self, crate_key: str, **file: Any) -> None:
-        """The index now holds this file for the crate: its rows, each attributed to the event
-        since which it holds its value. A row the batch saw unchanged keeps the event it had;
-        whether it held since before the batch is settled against the stored rows in
-        :meth:`_flush_index`."""
-        new = self.index_files[crate_key] = _IndexFile(**file)
-        before = self.index_rows.get(crate_key)
-        rows: dict[str, _IndexRow] = {}
-        for version, key, yanked, digest in new.entries:
-            value = (new.crate, version, int(bool(yanked)), digest)
-            if before is None:
-                rows[key] = (value, new, False)
-                continue
-            old = before.get(key)
-            rows[key] = old if old is not None and old[0] == value else (value, new, True)
-        self.index_rows[crate_key] = rows
+        """The index now holds this file for the crate (its rows are worked out when the batch is
+        written, see :meth:`_flush_index`)."""
+        self.index_files.setdefault(crate_key, []).append(_IndexFile(**file))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -522,19 +638,30 @@ class ViewBatch:
         A confirmation carries the crate's whole file; rewriting every row of it for each
         confirmation (a crate with hundreds of versions, published again) was most of what the
         views did for a busy crate. A row keeps the commit, source, time and position of the
-        event since which it holds its value.
+        event since which it holds its value. A file that appends entries to the stored one is
+        read from where they begin, and its other rows are neither read nor written.
         """
         if not self.index_files:
             return
         keys = list(self.index_files)
+        known = self._stored_files(cursor, keys)
+        whole: dict[str, dict[str, _IndexRow]] = {}
+        appended: dict[str, dict[str, _IndexRow]] = {}
+        for crate_key, files in self.index_files.items():
+            rows, complete = _fold_files(files, known.get(crate_key))
+            (whole if complete else appended)[crate_key] = rows
         _delete(cursor, self.dialect, "view_index_files", keys)
-        files = [(k, f.crate, f.path, f.commit, f.source, f.at, f.pos) for k, f in self.index_files.items()]
-        _insert(cursor, "view_index_files", _INDEX_FILE_COLUMNS, files)
-        stored = self._stored_index_rows(cursor, keys)
+        last = [(k, fs[-1]) for k, fs in self.index_files.items()]
+        file_rows = [
+            (k, f.crate, f.path, f.commit, f.source, f.at, f.pos, len(f.text), _opening_sha(f.text))
+            for k, f in last
+        ]
+        _insert(cursor, "view_index_files", _INDEX_FILE_COLUMNS, file_rows)
+        stored = self._stored_index_rows(cursor, [k for k in whole if k in known])
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         deletes: list[tuple[str, str]] = []
-        for crate_key, rows in self.index_rows.items():
+        for crate_key, rows in whole.items():
             old = stored.get(crate_key, {})
             for key, (value, f, changed) in rows.items():
                 was = old.get(key)
@@ -554,6 +681,40 @@ class ViewBatch:
                 updates,
             )
         _insert(cursor, "view_index", _INDEX_COLUMNS, inserts)
+        self._upsert_index_rows(cursor, appended)
+
+    def _upsert_index_rows(self, cursor: Cursor, appended: dict[str, dict[str, _IndexRow]]) -> None:
+        """Write the rows files appended to the stored ones: a row new to the batch only where the
+        stored row (if any: a key may repeat in a file) holds another value."""
+        changed: list[tuple[Any, ...]] = []
+        unchanged: list[tuple[Any, ...]] = []
+        for crate_key, rows in appended.items():
+            for key, (value, f, within) in rows.items():
+                row = (crate_key, key, *value, f.commit, f.source, f.at, f.pos)
+                (changed if within else unchanged).append(row)
+        if changed:
+            cursor.executemany(_UPSERT_INDEX_ROW, changed)
+        if unchanged:
+            cursor.executemany(_UPSERT_INDEX_ROW + _WHERE_VALUE_DIFFERS, unchanged)
+
+    def _stored_files(self, cursor: Cursor, keys: list[str]) -> dict[str, _StoredFile]:
+        """What the index view keeps of these crates' files: crate key -> length, opening digest."""
+        found: dict[str, _StoredFile] = {}
+        columns = "crate_key, entries_length, entries_sha256 FROM view_index_files"
+        for sql, params in self._by_keys(columns, keys):
+            cursor.execute(sql, params)
+            for crate_key, length, sha in cursor.fetchall():
+                found[crate_key] = (None if length is None else int(length), sha)
+        return found
+
+    def _by_keys(self, select: str, keys: list[str]) -> list[tuple[str, list[Any]]]:
+        """``SELECT {select} WHERE crate_key`` is one of ``keys``: the statements and their parameters."""
+        if self.dialect == "postgresql":
+            return [(f"SELECT {select} WHERE crate_key = ANY(?)", [keys])]
+        return [
+            (f"SELECT {select} WHERE crate_key IN ({', '.join('?' * len(chunk))})", list(chunk))
+            for chunk in _chunks(keys, _KEYS_PER_STATEMENT)
+        ]
 
     def _stored_index_rows(
         self, cursor: Cursor, keys: list[str]
@@ -561,15 +722,7 @@ class ViewBatch:
         """The index view's rows of these crates as stored: crate key -> version key -> value."""
         stored: dict[str, dict[str, tuple[str, str, int, str]]] = {}
         columns = "crate_key, vers_key, crate, version, yanked, digest FROM view_index"
-        statements: list[tuple[str, list[Any]]]
-        if self.dialect == "postgresql":
-            statements = [(f"SELECT {columns} WHERE crate_key = ANY(?)", [keys])]
-        else:
-            statements = [
-                (f"SELECT {columns} WHERE crate_key IN ({', '.join('?' * len(chunk))})", list(chunk))
-                for chunk in _chunks(keys, _KEYS_PER_STATEMENT)
-            ]
-        for sql, params in statements:
+        for sql, params in self._by_keys(columns, keys):
             cursor.execute(sql, params)
             for crate_key, vers_key, crate, version, yanked, digest in cursor.fetchall():
                 stored.setdefault(crate_key, {})[vers_key] = (crate, version, int(yanked), digest)

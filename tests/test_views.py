@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -294,6 +295,125 @@ class TestIndexRows:
         assert dump(ledger.db) == expected
 
 
+class TestAppendedFiles:
+    def test_rows_hold_the_same_values_and_positions_however_a_file_is_read(
+        self, ledger: Ledger, line: LineFactory
+    ) -> None:
+        """A file that appends entries to the one before it is read from where they begin; files
+        that yank, remove, edit a line or come from a scan are read whole, also when they append
+        too, and the same version key may come twice. Whatever the batches, the rows are each
+        version's last entry in the last file, each with the position of the first of the files
+        since which it holds that value."""
+        rng = random.Random(11)
+        entries: list[list[Any]] = []
+        history: list[tuple[int, list[list[Any]]]] = []
+
+        def expected(upto: int) -> list[tuple[Any, ...]]:
+            files = [(p, {key: (v, int(y), d) for v, key, y, d in e}) for p, e in history if p <= upto]
+            rows = []
+            for key, value in files[-1][1].items():
+                first = len(files) - 1
+                while first > 0 and files[first - 1][1].get(key) == value:
+                    first -= 1
+                rows.append((key, *value, files[first][0]))
+            return sorted(rows)
+
+        def rows() -> list[tuple[Any, ...]]:
+            return ledger.db.query(
+                "SELECT vers_key, version, yanked, digest, updated_pos FROM view_index "
+                "WHERE crate_key = 'kaze' ORDER BY vers_key"
+            )
+
+        for step in range(80):
+            for _ in range(rng.choice((1, 2))):  # some files change an entry and append one
+                choice = rng.random()
+                if choice < 0.5 or not entries:
+                    n = len(entries)
+                    if n and rng.random() < 0.1:  # a version key again: another version, or the same entry
+                        twin = rng.choice(entries)
+                        again = [f"{twin[1]}+{step}", twin[1], False, f"{step:064x}"]
+                        entries.append(list(twin) if rng.random() < 0.5 else again)
+                    else:
+                        entries.append([f"0.{n}.{step}", f"0.{n}.{step}", False, f"{step:064x}"])
+                elif choice < 0.65:
+                    entries[rng.randrange(len(entries))][2] ^= True
+                elif choice < 0.85:  # another line under the same version: the text keeps its length
+                    entries[rng.randrange(len(entries))][3] = f"{step + 1000:064x}"
+                elif choice < 0.98:
+                    entries.pop(rng.randrange(len(entries)))
+                else:
+                    entries = []
+            if rng.random() < 0.2:
+                position = scan(ledger, "kaze", [list(e) for e in entries])
+            else:
+                position = confirm(ledger, line, step, [list(e) for e in entries])
+            history.append((position, [list(e) for e in entries]))
+            ledger.views.catch_up()  # each file in a batch of its own, after the stored one
+            assert rows() == expected(position), f"step {step}"
+        whole = dump(ledger.db)
+
+        together = ViewRunner(ledger.app, ledger.db, batch_size=1000)
+        for upto, _ in history[9::10]:  # files in one batch, after each other
+            together.drop_tables()
+            together.create_tables()
+            together.catch_up(until=upto)
+            assert rows() == expected(upto), f"up to {upto} in one batch"
+        for size in (3, 8, 1000):
+            runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
+            runner.drop_tables()
+            runner.create_tables()
+            runner.catch_up()
+            assert dump(ledger.db) == whole, f"batches of {size}"
+        ledger.rebuild()
+        assert dump(ledger.db) == whole
+
+    def test_views_made_before_the_files_digests_take_them_on(
+        self, ledger: Ledger, line: LineFactory
+    ) -> None:
+        """Views whose files lack the columns that recognise an appending file get them, NULL
+        until the file is replaced: that file is read whole, and the rows are those of a rebuild."""
+        confirm(ledger, line, 1, [["0.1.0", "0.1.0", False, "a" * 64]])
+        ledger.views.catch_up()
+        with ledger.db.transaction() as cur:
+            for column in ("entries_length", "entries_sha256"):
+                cur.execute(f"ALTER TABLE view_index_files DROP COLUMN {column}")
+        ledger.views.create_tables()
+        assert ledger.db.query("SELECT entries_length, entries_sha256 FROM view_index_files") == [
+            (None, None)
+        ]
+        confirm(ledger, line, 2, [["0.1.0", "0.1.0", False, "a" * 64], ["0.2.0", "0.2.0", False, "b" * 64]])
+        ledger.views.catch_up()
+        caught_up = dump(ledger.db)
+        ledger.rebuild()
+        assert dump(ledger.db) == caught_up
+
+
+def confirm(ledger: Ledger, line: LineFactory, step: int, entries: list[list[Any]]) -> int:
+    """Publish a version of kaze and record its job's push confirmed with ``entries`` as the file."""
+    receipt = ledger.publish(line("kaze", f"9.{step}.0"), ACTOR)
+    job = ledger.app.get_job(receipt.job)
+    commit = _commit()
+    job.attempted(
+        remote=REMOTE,
+        branch="master",
+        commit=commit,
+        parent=None,
+        reported="ok",
+        message=None,
+        worker="test",
+        batch=1,
+    )
+    job.confirmed(
+        crate="kaze",
+        commit=commit,
+        remote_head=commit,
+        method="read-back",
+        path="ka/ze/kaze",
+        entries=entries,
+    )
+    return ledger.app.save_jobs([job])
+
+
 class TestReading:
     def test_each_stored_event_reads_as_the_library_reads_it(self, ledger: Ledger, line: LineFactory) -> None:
         """The views read each event's stored JSON: the same fields and values as the library's
@@ -303,7 +423,7 @@ class TestReading:
         mapper = ledger.app.mapper
         rows = log_rows(ledger.app.recorder, 0, 1000)
         assert [row[0] for row in rows] == list(range(1, ledger.views.head() + 1))
-        texts = 0
+        texts, entries = 0, 0
         for position, originator_id, topic, state in rows:
             stored = StoredEvent(UUID(originator_id), 0, topic, bytes(state))
             event = vars(mapper.to_domain_event(stored)).copy()
@@ -312,6 +432,13 @@ class TestReading:
             for compact in (False, True):
                 read = views.decode(mapper, (position, originator_id, topic, state), compact=compact)
                 text = read[3].pop(views.LINE_TEXT, None)
+                kept = read[3].pop(views.ENTRIES_TEXT, None)
+                if kept is not None:  # a confirmation's entries, left as their stored text
+                    entries += 1
+                    assert compact
+                    assert read[3]["entries"] is None
+                    assert kept == json.dumps(expected["entries"], separators=(",", ":"), ensure_ascii=False)
+                    read[3]["entries"] = json.loads(kept)
                 assert read == (position, originator_id, topic, expected)
                 if text is not None:
                     texts += 1
@@ -319,6 +446,8 @@ class TestReading:
                     assert text == json.dumps(expected["line"], separators=(",", ":"), ensure_ascii=False)
         publishes = sum(row[2] == "ledger:VersionPublished" for row in rows)
         assert texts == publishes == 7, "every publish kept its line's text"
+        confirmations = sum(row[2] == "ledger:IndexPushConfirmed" for row in rows)
+        assert entries == confirmations == 3, "every confirmation kept its entries' text"
 
     def test_compressed_events_are_read_through_the_library(
         self, tmp_path: Path, line: LineFactory, monkeypatch: pytest.MonkeyPatch
