@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -50,6 +51,24 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self._select_existing = SQL(
             "SELECT originator_id FROM {}.{} WHERE originator_version = 1 AND originator_id = ANY(%s)"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert, statement after statement in one transaction, without its pipeline.
+
+        In pipeline mode psycopg (3.3.9) stops sending once its queue of statements is empty,
+        although the end of a large one may still sit in its output buffer, and waits for
+        results: the server waits for the rest of the statement, and neither moves again
+        (an import's 20,000-event saves hung so on a busy machine; one save of 50 MB always
+        does). Sent outside a pipeline, a statement is written out whole before its result is
+        awaited.
+        """
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return None
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def existing_ids(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which of these aggregates have any event (every aggregate has a version 1)."""
