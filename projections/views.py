@@ -349,24 +349,19 @@ def _fold_files(files: list[_IndexFile], stored: _StoredFile | None) -> tuple[di
     whole = False
     before: str | None = None
     for new in files:
-        start = _added_at(new.text, before, stored)
-        if start is None:  # read whole: the rows the file before left are replaced
-            added: dict[str, _IndexRow] = {}
-            start = 0
-        else:
-            added = rows
+        start = _added_at(new.text, before, stored)  # None: read whole
         changes: dict[str, _IndexRow] = {}
-        for version, key, yanked, digest in _entries(new.text, start):
+        for version, key, yanked, digest in _entries(new.text, start or 0):
             value = (new.crate, version, int(bool(yanked)), digest)
             old = rows.get(key)
             if old is None:
                 changes[key] = (value, new, whole)  # new to the batch: new to the file once whole
             else:
                 changes[key] = old if old[0] == value else (value, new, True)
-        if start == 0:
+        if start is None:  # the rows the file before left are replaced
             rows, whole = changes, True
         else:
-            added.update(changes)
+            rows.update(changes)
         before = new.text
     return rows, whole
 
