@@ -219,12 +219,17 @@ def consistency_view(dialect: str) -> str:
 
 
 def add_columns(cur: Cursor, dialect: str) -> None:
-    """Add the ``ADDED_COLUMNS`` a table lacks."""
+    """Add the ``ADDED_COLUMNS`` a table lacks (looked up first: an ``ALTER TABLE`` locks the
+    table, even one that changes nothing, and every process that opens the ledger gets here)."""
+    if dialect == "postgresql":
+        lookup = (
+            "SELECT COUNT(*) FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
+        )
+    else:
+        lookup = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"
     for table, column, kind in ADDED_COLUMNS:
-        if dialect == "postgresql":
-            cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
-            continue
-        cur.execute("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?", (table, column))
+        cur.execute(lookup, (table, column))
         if not cur.fetchone()[0]:
             cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
