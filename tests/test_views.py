@@ -49,14 +49,19 @@ def _commit() -> str:
     return (uuid4().hex + uuid4().hex)[:40]
 
 
-def sync(ledger: Ledger, receipt: Receipt, *, complete: bool = True) -> int:
-    """Record an attempt, a confirmed push of the crate's whole file and (optionally) completion."""
-    ledger.views.catch_up()
-    rows = ledger.db.query(
-        "SELECT version, vers_key, state, digest FROM view_versions "
-        "WHERE crate_key = ? AND state <> 'deleted' ORDER BY seq",
-        (collision_key(receipt.crate),),
-    )
+def sync(
+    ledger: Ledger, receipt: Receipt, *, complete: bool = True, entries: list[list[Any]] | None = None
+) -> int:
+    """Record an attempt, a confirmed push of the crate's whole file (or of ``entries``) and
+    (optionally) completion; the position of the last event recorded."""
+    if entries is None:
+        ledger.views.catch_up()
+        rows = ledger.db.query(
+            "SELECT version, vers_key, state, digest FROM view_versions "
+            "WHERE crate_key = ? AND state <> 'deleted' ORDER BY seq",
+            (collision_key(receipt.crate),),
+        )
+        entries = [[v, k, s == "yanked", d] for v, k, s, d in rows]
     job = ledger.app.get_job(receipt.job)
     commit = _commit()
     job.attempted(
@@ -75,7 +80,7 @@ def sync(ledger: Ledger, receipt: Receipt, *, complete: bool = True) -> int:
         remote_head=commit,
         method="read-back",
         path=index_path(receipt.crate),
-        entries=[[v, k, s == "yanked", d] for v, k, s, d in rows],
+        entries=entries,
     )
     if complete:
         job.completed(commit=commit)
@@ -391,27 +396,7 @@ class TestAppendedFiles:
 def confirm(ledger: Ledger, line: LineFactory, step: int, entries: list[list[Any]]) -> int:
     """Publish a version of kaze and record its job's push confirmed with ``entries`` as the file."""
     receipt = ledger.publish(line("kaze", f"9.{step}.0"), ACTOR)
-    job = ledger.app.get_job(receipt.job)
-    commit = _commit()
-    job.attempted(
-        remote=REMOTE,
-        branch="master",
-        commit=commit,
-        parent=None,
-        reported="ok",
-        message=None,
-        worker="test",
-        batch=1,
-    )
-    job.confirmed(
-        crate="kaze",
-        commit=commit,
-        remote_head=commit,
-        method="read-back",
-        path="ka/ze/kaze",
-        entries=entries,
-    )
-    return ledger.app.save_jobs([job])
+    return sync(ledger, receipt, complete=False, entries=entries)
 
 
 class TestReading:
