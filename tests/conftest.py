@@ -18,7 +18,8 @@ import pytest
 PG_DSN = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _pg_admin() -> Any:
+def pg_admin() -> Any:
+    """An autocommit connection to the test database, outside any test's schema."""
     import psycopg
 
     return psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
@@ -27,7 +28,7 @@ def _pg_admin() -> Any:
 def postgres_or_skip() -> None:
     """Skip when PostgreSQL is unreachable, except under CI=true where that is a failure."""
     try:
-        _pg_admin().close()
+        pg_admin().close()
     except Exception as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL must be reachable under CI=true: {exc}")
@@ -38,7 +39,7 @@ def _pg_schema_url() -> Iterator[str]:
     postgres_or_skip()
     schema = f"t_{uuid.uuid4().hex[:16]}"
     yield f"{PG_DSN}?schema={schema}"
-    with _pg_admin() as conn:
+    with pg_admin() as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.bootstrap import open_ledger
 from ledger.settings import Settings, StoreURL
-from tests.conftest import _pg_admin
+from tests.conftest import pg_admin
 
 HANG_S = 120.0
 """How long a save may take before the test calls it stuck (it takes about a second)."""
@@ -20,7 +20,7 @@ HANG_S = 120.0
 
 def _stop_backends(schema: str) -> None:
     """End the server sessions of a stuck save, so that its schema can be dropped."""
-    with _pg_admin() as conn:
+    with pg_admin() as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND query LIKE %s",
