@@ -42,6 +42,20 @@ def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     return {table: sorted(db.query(f"SELECT * FROM {table}"), key=repr) for table in VIEW_TABLES}
 
 
+def assert_replays_alike(
+    ledger: Ledger, expected: dict[str, list[tuple[Any, ...]]], sizes: tuple[int, ...]
+) -> None:
+    """The views replayed from position zero in batches of each size, then rebuilt, equal ``expected``."""
+    for size in sizes:
+        runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
+        runner.drop_tables()
+        runner.create_tables()
+        runner.catch_up()
+        assert dump(ledger.db) == expected, f"batches of {size}"
+    ledger.rebuild()
+    assert dump(ledger.db) == expected
+
+
 # -- playing the index side: the events a worker and a scan would record ------------------------
 
 
@@ -289,15 +303,7 @@ class TestIndexRows:
             ("0.1.6", 0, confirmed[second]),
             ("0.1.7", 0, confirmed[third]),
         ]
-        expected = dump(ledger.db)
-        for size in (1, 2, 3, 4, 5, 7, 1000):
-            runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
-            runner.drop_tables()
-            runner.create_tables()
-            runner.catch_up()
-            assert dump(ledger.db) == expected, f"batches of {size}"
-        ledger.rebuild()
-        assert dump(ledger.db) == expected
+        assert_replays_alike(ledger, dump(ledger.db), (1, 2, 3, 4, 5, 7, 1000))
 
 
 class TestAppendedFiles:
@@ -363,14 +369,7 @@ class TestAppendedFiles:
             together.create_tables()
             together.catch_up(until=upto)
             assert rows() == expected(upto), f"up to {upto} in one batch"
-        for size in (3, 8, 1000):
-            runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
-            runner.drop_tables()
-            runner.create_tables()
-            runner.catch_up()
-            assert dump(ledger.db) == whole, f"batches of {size}"
-        ledger.rebuild()
-        assert dump(ledger.db) == whole
+        assert_replays_alike(ledger, whole, (3, 8, 1000))
 
     def test_views_made_before_the_files_digests_take_them_on(
         self, ledger: Ledger, line: LineFactory
