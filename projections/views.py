@@ -311,18 +311,19 @@ def _added_at(text: str, before: str | None, stored: _StoredFile | None) -> int 
     stored one, known by its length and the digest of its opening.
     """
     if before is not None:
-        length = len(before)
-        if len(text) == length:
-            return length if text == before else None
-        if length < 3 or len(text) < length or text[length - 1] != ",":
+        length, opening = len(before), None
+    elif stored is not None and stored[0] is not None:
+        length, opening = stored[0], stored[1]
+    else:
+        return None
+    if len(text) == length:  # the same file again, if its opening matches
+        if not text.endswith("]"):
             return None
+    elif len(text) < length or length < 3 or text[length - 1] != ",":
+        return None
+    if before is not None:
         return length if text.startswith(before[:-1]) else None
-    if stored is None or stored[0] is None:
-        return None
-    length = stored[0]
-    if len(text) < length or (len(text) > length and (length < 3 or text[length - 1] != ",")):
-        return None
-    return length if _opening_sha(text[:length]) == stored[1] else None
+    return length if _opening_sha(text[:length]) == opening else None
 
 
 def _entries(text: str, start: int = 0) -> list[list[Any]]:

@@ -47,6 +47,7 @@ from _common import (
     peak_rss_mib,
     run_child,
     stores_from_args,
+    timed,
     workdir,
 )
 
@@ -295,12 +296,6 @@ def timed_rebuild(ledger: Ledger) -> dict[str, Any]:
         "events_per_s": position / seconds,
         "peak_rss_mib": peak_rss_mib(),
     }
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - started
 
 
 def view_rows(ledger: Ledger) -> dict[str, int]:
