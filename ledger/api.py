@@ -16,6 +16,7 @@ from uuid import UUID
 from ledger.application import BulkResult, PublicationLedger, Receipt
 from ledger.domain import Crate, SyncJob
 from ledger.errors import Invalid, NotFound
+from ledger.foreign import unadopted_paths
 from ledger.history import describe
 from ledger.index_format import IndexLine
 from ledger.names import collision_key, validate_name
@@ -81,6 +82,20 @@ class Ledger:
         return self._index
 
     # -- the index sync worker --------------------------------------------------------------
+
+    def unadopted(self) -> list[str]:
+        """The crate files at the remote's head whose crate the ledger has no record of at all.
+
+        Until they are adopted (``import_index``, or the worker's ``adopt_foreign``) the worker
+        does not write to those files.
+        """
+        index = self.index()
+        head = index.fetch()
+        if head is None:
+            return []
+        self.views.catch_up()
+        known = {row[0] for row in self.db.query("SELECT DISTINCT crate_key FROM view_versions")}
+        return unadopted_paths(index.changed_paths(None, head), known)
 
     def sync(self, options: WorkerOptions | None = None, *, wait_for_lock: float = 0.0) -> PassResult:
         """One pass of the index sync worker over every open job (backoff ignored)."""

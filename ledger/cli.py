@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.errors import Invalid, InvalidLine, LedgerError
+from ledger.errors import Invalid, InvalidLine, LedgerError, RemoteUnavailable
 from ledger.index_format import MAX_LINE_BYTES
 from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings, redact
 from ledger.timeparse import parse_duration, parse_moment, parse_time
@@ -294,11 +294,28 @@ def init(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         store = redact(s.settings.store)
         document: dict[str, Any] = {"ok": True, "store": store, "position": position, "index_clone": None}
         text = f"store {store} is ready: views at log position {position}"
+        notes: tuple[str, ...] = ()
         if s.settings.remote:
+            remote = redact(s.settings.remote)
             clone = ledger.index().path
             document["index_clone"] = str(clone)
-            text += f"\nindex clone {clone} for {redact(s.settings.remote)} (branch {s.settings.branch})"
-        return Outcome(document, text)
+            text += f"\nindex clone {clone} for {remote} (branch {s.settings.branch})"
+            try:
+                unadopted = ledger.unadopted()
+            except RemoteUnavailable as exc:
+                document["unadopted_files"] = None
+                notes = (f"could not read the index to check whether it is adopted: {exc.message}",)
+                return Outcome(document, text, notes)
+            document["unadopted_files"] = len(unadopted)
+            if unadopted:
+                shown = ", ".join(unadopted[:3]) + (", ..." if len(unadopted) > 3 else "")
+                notes = (
+                    f"the index is not adopted yet: {len(unadopted)} crate file(s) ({shown}) hold crates "
+                    "the ledger has no record of, and the worker will not write to them until they are "
+                    f"adopted. Adopt them all with `ledger import-index {remote}`, or run the worker "
+                    "with --adopt-foreign to adopt a crate's lines when it first writes to its file.",
+                )
+        return Outcome(document, text, notes)
 
     _run(ctx, json_output, action)
 
@@ -560,12 +577,20 @@ def worker(
     poll: Annotated[
         float, typer.Option("--poll", min=0.05, metavar="SECONDS", help="How often to look for new jobs.")
     ] = 1.0,
+    adopt_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--adopt-foreign",
+            help="Adopt lines the ledger has no record of (recorded as imported) when first writing "
+            "to a crate's file, instead of holding its jobs.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Sync open jobs to the index: push, read back, confirm; --once exits 1 if any job stayed open."""
     from ledger.worker import WorkerOptions
 
-    options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts)
+    options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts, adopt_foreign=adopt_foreign)
 
     def action(s: Session) -> Outcome:
         ledger = s.ledger()
@@ -573,10 +598,16 @@ def worker(
             result = ledger.sync(options)
             text = (
                 f"{result.jobs} job(s): {result.confirmed} confirmed, {result.failed} failed, "
-                f"{result.abandoned} abandoned, {result.open_left} open"
+                f"{result.abandoned} abandoned, {result.held} held, {result.open_left} open"
             )
+            if result.adopted:
+                text += f"; {result.adopted} foreign line(s) adopted"
+            notes = tuple(f"held {crate}: {why}" for crate, why in sorted(result.holds.items()))
             return Outcome(
-                {"ok": result.open_left == 0, **result.to_dict()}, text, code=int(result.open_left > 0)
+                {"ok": result.open_left == 0, **result.to_dict()},
+                text,
+                notes,
+                code=int(result.open_left > 0),
             )
         _follow(ledger, options, poll)
         return Outcome({"ok": True, "stopped": True}, "worker stopped")

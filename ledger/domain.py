@@ -10,7 +10,8 @@ Aggregates:
 - :class:`Crate` (id derived from the collision key of the name): versions published, yanked,
   unyanked and deleted. Its invariants refuse duplicates, collisions and impossible changes.
 - :class:`SyncJob` (one crate's change on its way to the index): enqueued in the same save as
-  the change that caused it, then attempted, failed, confirmed, completed or abandoned.
+  the change that caused it, then attempted, failed, confirmed, completed or abandoned; held
+  while the remote's file holds lines the ledger has no record of.
 - :class:`IndexRemote` (id derived from the remote URL without credentials): scans of the real
   index and repairs applied to it.
 
@@ -29,6 +30,11 @@ from ledger.names import collision_key
 
 NAMESPACE = uuid5(NAMESPACE_URL, "ledger:crate")
 REMOTE_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:remote")
+
+IMPORT_ACTOR = "import"
+"""The actor of lines adopted from an existing index (``import-index``, adoption on first touch,
+lines restored from the index's history): they were published before the ledger recorded them,
+so a crate's file lists them before the versions published through the ledger."""
 
 LIVE = "published"
 YANKED = "yanked"
@@ -196,6 +202,8 @@ class SyncJob(Aggregate):
         self.open = True
         self.attempts = 0
         self.failures = 0
+        self.holds = 0
+        self.held_for: list[str] | None = None
 
     class IndexPushAttempted(Event):
         """A push and what the pusher reported about it: recorded, never trusted."""
@@ -223,6 +231,7 @@ class SyncJob(Aggregate):
         batch: int,
     ) -> None:
         self.attempts += 1
+        self.held_for = None
 
     class IndexPushConfirmed(Event):
         """The remote was read back and holds the crate's file as written."""
@@ -261,6 +270,42 @@ class SyncJob(Aggregate):
         self, reason: str, detail: str | None, remote_head: str | None, next_retry: float | None
     ) -> None:
         self.failures += 1
+
+    class IndexSyncHeld(Event):
+        """The remote's file for the crate holds lines the ledger has no record of: not pushed over.
+
+        ``foreign`` labels those lines (their versions, or ``line N`` for a line whose version
+        cannot be read); ``entries`` is the whole file as read at ``remote_head``, each entry
+        ``[version, key, yanked, digest]``; ``reason`` tells the operator what to do. The job
+        stays open; ``next_retry`` is when the worker looks at the file again.
+        """
+
+        TOPIC: ClassVar[str] = "ledger:IndexSyncHeld"
+        crate: str
+        path: str
+        remote_head: str
+        foreign: list[str]
+        entries: list[list[Any]]
+        reason: str
+        next_retry: float | None
+
+    @event(IndexSyncHeld)
+    def held(
+        self,
+        crate: str,
+        path: str,
+        remote_head: str,
+        foreign: list[str],
+        entries: list[list[Any]],
+        reason: str,
+        next_retry: float | None,
+    ) -> None:
+        self.holds = getattr(self, "holds", 0) + 1
+        self.held_for = list(foreign)
+
+    def last_held_for(self) -> list[str] | None:
+        """The foreign lines of the last hold, None when an attempt came after it (or none)."""
+        return getattr(self, "held_for", None)
 
     class IndexSyncCompleted(Event):
         TOPIC: ClassVar[str] = "ledger:IndexSyncCompleted"

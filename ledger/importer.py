@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ledger.application import CheckedLine, Confirmation
+from ledger.domain import IMPORT_ACTOR
 from ledger.errors import InvalidLine, NotFound
 from ledger.index_format import parse_file
 from ledger.logs import log_step
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from ledger.api import Ledger
     from ledger.git_index import GitIndex
 
-ACTOR = "import"
+ACTOR = IMPORT_ACTOR
 METHOD = "import: read from the remote"
 CONFIG_PATH = "config.json"
 EVENTS_PER_FILE = 4  # beside one per line: registered, enqueued, confirmed, completed
@@ -222,6 +223,29 @@ def import_index(
         refused=len(result.refused),
         confirmed_jobs=result.confirmed_jobs,
         seconds=round(result.seconds, 3),
+    )
+    return result
+
+
+def adopt_files(ledger: Ledger, source: str, head: str, files: dict[str, bytes]) -> ImportResult:
+    """Adopt the lines of these crate files, read from the index at ``head``, as an import does.
+
+    The worker's adoption on first touch: each file's lines the ledger has no record of are
+    recorded with actor ``import`` (those it has are present), and the job that carries them is
+    confirmed at ``head`` with the file as read.
+    """
+    result = ImportResult(source=redact(source), head=head)
+    _Adoption(ledger, result, head, events_per_save=20_000).run(
+        read_crate_file(path, data) for path, data in files.items()
+    )
+    log_step(
+        "adopted",
+        source=result.source,
+        head=head,
+        files=result.files,
+        accepted=result.accepted,
+        present=result.present,
+        refused=len(result.refused),
     )
     return result
 

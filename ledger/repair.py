@@ -319,7 +319,7 @@ class _Planner:
             elif line.key in deleted:
                 why = "deleted in the registry"
             else:
-                why = "unknown to the registry"
+                why = "foreign: the ledger has no record of it"
             result.phantoms.append(
                 {
                     "crate": crate,

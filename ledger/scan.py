@@ -9,7 +9,7 @@ compared twice:
   differs goes into the ``IndexScanned`` event's ``observed``, so the index view, and with it
   the audit, follows the real index;
 - with what the registry says should be there (the database view): each difference is a
-  discrepancy: ``lost``, ``phantom``, ``yank_mismatch`` or ``content_mismatch`` (unparseable
+  discrepancy: ``lost``, ``foreign``, ``phantom``, ``yank_mismatch`` or ``content_mismatch`` (unparseable
   lines and versions written twice in one file are content mismatches).
 
 A scan records what it saw and nothing else: it never confirms a push or closes a job.
@@ -643,8 +643,12 @@ def _against_registry(
             continue
         found = live.get(vers_key)
         if found is None:
-            why = "deleted in the registry" if vers_key in deleted else "unknown to the registry"
-            findings.add(crate, line.version, "phantom", f"line {line.number} of {path}: {why}", path)
+            if vers_key in deleted:
+                detail = f"line {line.number} of {path}: deleted in the registry"
+                findings.add(crate, line.version, "phantom", detail, path)
+            else:
+                detail = f"line {line.number} of {path}: the ledger has no record of it"
+                findings.add(crate, line.version, "foreign", detail, path)
             continue
         if line.yanked != found.yanked:
             detail = f"the index has yanked={str(line.yanked).lower()}, the registry {found.state}"

@@ -31,7 +31,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -40,10 +40,13 @@ from ledger.api import Ledger
 from ledger.crate_files import crate_file
 from ledger.domain import SyncJob
 from ledger.errors import InfrastructureError, RemoteUnavailable
+from ledger.foreign import Finding, find_foreign, held_reason
 from ledger.git_index import GitIndex, PushReport, ReadBack, classify_error
+from ledger.importer import adopt_files
 from ledger.lease import Lease
 from ledger.logs import log_step, warn_step
 from ledger.names import index_path
+from ledger.ports import Database
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
@@ -58,6 +61,9 @@ class WorkerOptions:
     rebase_rounds: int = 3
     lease_ttl: float = 30.0
     index_config: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
+    adopt_foreign: bool = False
+    """Adopt a crate's foreign lines when first writing to its file (recorded as imported, before
+    the job's own versions) instead of holding the job until the operator adopts them."""
 
     def next_retry(self, attempts: int, now: float) -> float:
         """Capped exponential backoff after ``attempts`` failed attempts."""
@@ -72,8 +78,13 @@ class PassResult:
     confirmed: int = 0
     failed: int = 0
     abandoned: int = 0
+    held: int = 0
+    adopted: int = 0
+    """Foreign lines adopted on first touch."""
     open_left: int = 0
     commits: list[str] = field(default_factory=list)
+    holds: dict[str, str] = field(default_factory=dict)
+    """Crate -> why its jobs are held (foreign lines in its file)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,8 +92,11 @@ class PassResult:
             "confirmed": self.confirmed,
             "failed": self.failed,
             "abandoned": self.abandoned,
+            "held": self.held,
+            "adopted": self.adopted,
             "open": self.open_left,
             "commits": self.commits,
+            "holds": self.holds,
         }
 
 
@@ -93,6 +107,8 @@ class _Attempt:
     base: str | None
     target: str | None
     readback: ReadBack | None
+    nothing_left: bool = False
+    """Every job of the chunk was held: nothing to push."""
 
     @property
     def confirmed(self) -> bool:
@@ -109,10 +125,26 @@ class _Attempt:
 class _Chunk:
     jobs: list[OpenJob]
     rows: dict[str, list[VersionRow]] = field(default_factory=dict)
+    """Crate key -> the versions that belong in the index, in the file's order."""
+    recorded: dict[str, list[VersionRow]] = field(default_factory=dict)
+    """Crate key -> every version the ledger has a record of (deleted ones too)."""
     names: dict[str, str] = field(default_factory=dict)
 
     def paths(self) -> dict[str, str]:
         return {key: index_path(name) for key, name in self.names.items()}
+
+    def load(self, db: Database, keys: Iterable[str]) -> None:
+        """Read (again) the versions of these crates from the database view."""
+        found = live_versions_of(db, keys, with_deleted=True)
+        for key, rows in found.items():
+            self.recorded[key] = rows
+            self.rows[key] = [row for row in rows if row.state != "deleted"]
+
+    def drop(self, key: str) -> None:
+        """Leave a crate out of this chunk (its jobs are held)."""
+        self.jobs = [job for job in self.jobs if job.crate_key != key]
+        for found in (self.rows, self.recorded, self.names):
+            found.pop(key, None)
 
 
 def worker_name() -> str:
@@ -137,6 +169,8 @@ class SyncWorker:
         self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
         self._seen_head: str | None = None
         """The remote head the last read-back saw (the next attempt builds on it), or None."""
+        self._held_until: dict[str, float] = {}
+        """Held jobs not looked at again before this time (when their hold was not new)."""
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -180,7 +214,8 @@ class SyncWorker:
         jobs = [
             j
             for j in open_jobs(self.ledger.db)
-            if ignore_backoff or j.next_retry is None or j.next_retry <= now
+            if ignore_backoff
+            or ((j.next_retry is None or j.next_retry <= now) and self._held_until.get(j.job, 0.0) <= now)
         ]
         result = PassResult(jobs=len(jobs))
         for start in range(0, len(jobs), self.options.max_batch):
@@ -197,20 +232,22 @@ class SyncWorker:
         chunk = _Chunk(jobs)
         for job in jobs:
             chunk.names.setdefault(job.crate_key, job.crate)
-        chunk.rows = live_versions_of(self.ledger.db, chunk.names)
+        chunk.load(self.ledger.db, chunk.names)
         aggregates = self.ledger.jobs([UUID(j.job) for j in jobs])
+        active = dict(aggregates)
         for _ in range(self.options.rebase_rounds):
-            outcome = self._attempt(chunk, aggregates)
+            outcome = self._attempt(chunk, active, result)
             if outcome.confirmed or not outcome.remote_moved:
                 break  # confirmed, or failed for a reason that another round now cannot fix
         if outcome.confirmed:
             assert outcome.target is not None
-            result.confirmed += len(aggregates)
+            result.confirmed += len(active)
             result.commits.append(outcome.target)
-        else:
-            closed = sum(1 for job in aggregates.values() if not job.open)
+        elif active:
+            closed = sum(1 for job in active.values() if not job.open)
             result.abandoned += closed
-            result.failed += len(aggregates) - closed
+            result.failed += len(active) - closed
+        result.held += len(aggregates) - len(active)
         self.ledger.app.save_jobs(list(aggregates.values()))
 
     def _expected(self, chunk: _Chunk, head: str | None) -> dict[str, bytes | None]:
@@ -220,8 +257,12 @@ class SyncWorker:
             expected["config.json"] = json.dumps(dict(self.options.index_config), indent=2).encode() + b"\n"
         return expected
 
-    def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob]) -> _Attempt:
-        """Build, push and read back once; records the attempt and its outcome on every job."""
+    def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], result: PassResult) -> _Attempt:
+        """Build, push and read back once; records the attempt and its outcome on every job.
+
+        Jobs whose crate's file at the head holds lines the ledger has no record of are held
+        (or, with ``adopt_foreign``, those lines are adopted first) and leave ``jobs``.
+        """
         remote = self.index.remote_url
         head, self._seen_head = self._seen_head, None
         if head is None:
@@ -230,6 +271,11 @@ class SyncWorker:
             except RemoteUnavailable as exc:
                 self._fail(jobs, _unreadable(exc), exc.message, None)
                 return _Attempt(None, None, None)
+        if head is not None:
+            self._guard(chunk, jobs, head, result)
+            if not jobs:
+                self._seen_head = head
+                return _Attempt(head, None, None, nothing_left=True)
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
         message = f"Update crates: {', '.join(crates[:10])}" + (
@@ -278,6 +324,77 @@ class SyncWorker:
         else:
             self._fail(jobs, _reason(report), _detail(report, readback), readback)
         return _Attempt(head, target, readback)
+
+    # -- lines the ledger cannot account for ---------------------------------------------
+
+    def _guard(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], head: str, result: PassResult) -> None:
+        """Compare each crate's file at ``head`` with the ledger's record before replacing it.
+
+        A file holding foreign lines (see :mod:`ledger.foreign`) is never written over: its
+        lines are adopted first when the options say so and they can be kept byte for byte;
+        otherwise the crate's jobs are held, with the finding recorded, and leave the chunk.
+        """
+        paths = chunk.paths()
+        findings: dict[str, Finding] = {}
+        for key in list(chunk.names):
+            data = self.index.read_blob(head, paths[key])
+            finding = find_foreign(key, paths[key], data, chunk.recorded[key])
+            if finding.foreign:
+                findings[key] = finding
+        if not findings:
+            return
+        if self.options.adopt_foreign:
+            adoptable = {key: f for key, f in findings.items() if f.adoptable}
+            if adoptable:
+                files = {f.path: self.index.read_blob(head, f.path) or b"" for f in adoptable.values()}
+                adopted = adopt_files(self.ledger, self.index.remote_url, head, files)
+                result.adopted += adopted.accepted
+                self.ledger.views.catch_up()
+                chunk.load(self.ledger.db, adoptable)
+                for key in adoptable:
+                    again = find_foreign(key, paths[key], files[paths[key]], chunk.recorded[key])
+                    if again.foreign:
+                        findings[key] = again  # the adoption refused some: hold them
+                    else:
+                        del findings[key]
+        for key, finding in findings.items():
+            self._hold(chunk, jobs, key, finding, head, result)
+
+    def _hold(
+        self,
+        chunk: _Chunk,
+        jobs: dict[UUID, SyncJob],
+        key: str,
+        finding: Finding,
+        head: str,
+        result: PassResult,
+    ) -> None:
+        now = time.time()
+        reason = held_reason(finding, head, self.index.remote_url)
+        crate = chunk.names[key]
+        result.holds[crate] = reason
+        for open_job in [j for j in chunk.jobs if j.crate_key == key]:
+            job_id = UUID(open_job.job)
+            job = jobs.pop(job_id, None)
+            if job is None:
+                continue
+            holds = getattr(job, "holds", 0)
+            next_check = self.options.next_retry(holds + 1, now)
+            if job.last_held_for() == finding.labels:
+                # Recorded already: look again later without recording the same finding twice.
+                self._held_until[open_job.job] = next_check
+                continue
+            job.held(
+                crate=crate,
+                path=finding.path,
+                remote_head=head,
+                foreign=finding.labels,
+                entries=finding.entries,
+                reason=reason,
+                next_retry=next_check,
+            )
+        chunk.drop(key)
+        warn_step("job_held", worker=self.name, crate=crate, foreign=finding.labels[:20], remote_head=head)
 
     # -- recording --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 from ledger.ports import Database
 from projections.schema import consistency_query, has_table
 
-CLASSES = ("pending", "stuck", "lost", "phantom", "yank_mismatch", "content_mismatch")
+CLASSES = ("pending", "stuck", "lost", "foreign", "phantom", "yank_mismatch", "content_mismatch")
 ALARMS = frozenset(CLASSES) - {"pending"}
 
 

@@ -54,18 +54,22 @@ _IN_LIST = 500
 """Crate keys per ``IN (...)`` list: well below the bound-parameter limit of every SQLite build."""
 
 
-def live_versions_of(db: Database, crate_keys: Iterable[str]) -> dict[str, list[VersionRow]]:
+def live_versions_of(
+    db: Database, crate_keys: Iterable[str], *, with_deleted: bool = False
+) -> dict[str, list[VersionRow]]:
     """:func:`live_versions` of many crates, a few queries in all: crate key -> its rows.
 
     The keys keep their given order (duplicates dropped); a key without versions maps to ``[]``.
+    ``with_deleted`` adds the deleted versions: every version the ledger has a record of.
     """
     found: dict[str, list[VersionRow]] = {key: [] for key in crate_keys}
     keys = list(found)
+    live = "" if with_deleted else " AND state <> 'deleted'"
     for start in range(0, len(keys), _IN_LIST):
         part = keys[start : start + _IN_LIST]
         rows = db.query(
             "SELECT crate_key, version, vers_key, state, digest, line FROM view_versions "
-            f"WHERE crate_key IN ({', '.join('?' * len(part))}) AND state <> 'deleted' "
+            f"WHERE crate_key IN ({', '.join('?' * len(part))}){live} "
             "ORDER BY crate_key, seq",
             part,
         )

@@ -7,7 +7,10 @@ pending           the registry has it, the index lacks or differs, an open job i
                   the grace period and not failing: on its way, no alarm
 stuck             the same with an open job older than the grace period, or failing
 lost              the registry has it, the index lacks it, no open job
-phantom           the index has it, the registry does not (or deleted it), no open job
+foreign           the index has a line the ledger has no record of (published before the ledger
+                  arrived, or written behind its back): never removed by a write; adopt it
+                  (``import-index``, ``worker --adopt-foreign``), whatever the crate's jobs
+phantom           the index has it, the registry deleted it, no open job
 yank_mismatch     both have it, the yanked flags differ, no open job
 content_mismatch  both have it, the lines differ (beyond ``yanked``), no open job
 """
@@ -104,7 +107,9 @@ diffs AS (
     SELECT p.*, CASE
         WHEN p.db_state IS NOT NULL AND p.db_state <> 'deleted' AND p.in_index = 0
             THEN 'index lacks it'
-        WHEN (p.db_state IS NULL OR p.db_state = 'deleted') AND p.in_index = 1
+        WHEN p.db_state IS NULL AND p.in_index = 1
+            THEN 'the ledger has no record of it'
+        WHEN p.db_state = 'deleted' AND p.in_index = 1
             THEN 'registry lacks it'
         WHEN p.db_state IS NULL OR p.db_state = 'deleted' THEN NULL
         WHEN (CASE WHEN p.db_state = 'yanked' THEN 1 ELSE 0 END) <> p.ix_yanked
@@ -124,6 +129,7 @@ open_jobs AS (
 {diffs}
 SELECT d.crate, d.version,
     CASE
+        WHEN d.db_state IS NULL THEN 'foreign'
         WHEN o.crate_key IS NULL THEN CASE d.diff
             WHEN 'index lacks it' THEN 'lost'
             WHEN 'registry lacks it' THEN 'phantom'
@@ -132,7 +138,8 @@ SELECT d.crate, d.version,
         WHEN o.failing = 1 OR params.now - o.since > params.grace THEN 'stuck'
         ELSE 'pending'
     END AS class,
-    CASE WHEN o.crate_key IS NULL THEN {greatest}(COALESCE(d.db_at, 0), COALESCE(d.ix_at, 0))
+    CASE WHEN o.crate_key IS NULL OR d.db_state IS NULL
+         THEN {greatest}(COALESCE(d.db_at, 0), COALESCE(d.ix_at, 0))
          ELSE o.since END AS since,
     COALESCE(
         (SELECT j.job FROM view_jobs j WHERE j.crate_key = d.crate_key AND j.state = 'open'

@@ -27,7 +27,7 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from ledger.domain import Crate, IndexRemote, SyncJob
+from ledger.domain import IMPORT_ACTOR, Crate, IndexRemote, SyncJob
 from ledger.index_format import fields_digest
 from ledger.names import collision_key
 from ledger.ports import CopyCursor, Cursor
@@ -115,6 +115,11 @@ _LINE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """``json.dumps(line, separators=(",", ":"), ensure_ascii=False)``, without a new encoder per call."""
 
 _JSON = json.JSONDecoder()
+
+ADOPTED_FIRST = 1 << 48
+"""Subtracted from the order (``seq``) of a version adopted from an index (actor ``import``): its
+line was in the index before any version published through the ledger, and stays before them,
+in the order adopted. Log positions stay far below it."""
 
 _KEYS_PER_STATEMENT = 500
 """Crate keys bound in one statement: well below the bound-parameter limit of every SQLite build."""
@@ -411,7 +416,7 @@ class ViewBatch:
             "cksum": e["cksum"],
             "line": text,
             "digest": digest,
-            "seq": pos,
+            "seq": pos - ADOPTED_FIRST if e["actor"] == IMPORT_ACTOR else pos,
             "published_at": at,
             "updated_at": at,
             "updated_pos": pos,
@@ -493,6 +498,26 @@ class ViewBatch:
             text=_LINE_JSON.encode(e["entries"]) if text is None else text,
         )
         self._job_change(pos, job, e, last_error=None, next_retry=None, commit_id=e["commit"])
+
+    def _held(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+        self._replace_file(
+            collision_key(e["crate"]),
+            crate=e["crate"],
+            path=e["path"],
+            commit=e["remote_head"],
+            source="held",
+            at=_epoch(e["timestamp"]),
+            pos=pos,
+            text=_LINE_JSON.encode(e["entries"]),
+        )
+        retry = e["next_retry"]
+        self._job_change(
+            pos,
+            job,
+            e,
+            last_error=f"foreign_lines: {e['reason']}",
+            next_retry=None if retry is None else float(retry),
+        )
 
     def _completed(self, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
         self._job_change(pos, job, e, state="completed", commit_id=e["commit"])
@@ -744,6 +769,7 @@ _HANDLERS: dict[type, Handler] = {
     SyncJob.IndexPushAttempted: ViewBatch._attempted,
     SyncJob.IndexPushFailed: ViewBatch._failed,
     SyncJob.IndexPushConfirmed: ViewBatch._confirmed,
+    SyncJob.IndexSyncHeld: ViewBatch._held,
     SyncJob.IndexSyncCompleted: ViewBatch._completed,
     SyncJob.IndexSyncAbandoned: ViewBatch._abandoned,
     IndexRemote.IndexScanned: ViewBatch._scanned,

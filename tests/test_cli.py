@@ -355,7 +355,9 @@ class TestAudit:
         assert result.exit_code == 0, result.stdout
         summary, *rows = result.stdout.splitlines()
         assert summary.startswith("in sync at log position 3")
-        assert "pending 1, stuck 0, lost 0, phantom 0, yank_mismatch 0, content_mismatch 0" in summary
+        assert (
+            "pending 1, stuck 0, lost 0, foreign 0, phantom 0, yank_mismatch 0, content_mismatch 0" in summary
+        )
         assert len(rows) == 1
         assert rows[0].split()[:3] == ["pending", "kaze", "0.1.6"]
         assert rows[0].endswith(f"job {receipt['job']}")

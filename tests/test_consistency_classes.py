@@ -173,7 +173,7 @@ class TestPhantom:
                 str(receipt.job),
             )
 
-    def test_a_crate_pushed_straight_to_the_remote_is_a_phantom(self, store_url: str, tmp_path: Path) -> None:
+    def test_a_crate_pushed_straight_to_the_remote_is_foreign(self, store_url: str, tmp_path: Path) -> None:
         """A file for a crate the registry never heard of shows up once the index is scanned."""
         remote = bare_remote(tmp_path)
         with opened(store_url, remote, tmp_path) as ledger:
@@ -182,7 +182,7 @@ class TestPhantom:
             force_push(remote, {index_path("ghost"): file_of(make_line("ghost", "6.6.6"))})
             ledger.scan_index()
             found = only(ledger.audit())
-            assert (found.crate, found.version, found.cls, found.job) == ("ghost", "6.6.6", "phantom", None)
+            assert (found.crate, found.version, found.cls, found.job) == ("ghost", "6.6.6", "foreign", None)
 
 
 class TestYankMismatch:

@@ -155,6 +155,7 @@ class TestCounts:
             "pending": 2,
             "stuck": 1,
             "lost": 1,
+            "foreign": 0,
             "phantom": 0,
             "yank_mismatch": 1,
             "content_mismatch": 0,

@@ -179,7 +179,7 @@ class TestRepairByClass:
     def test_phantoms_are_kept_without_the_flag_and_removed_with_it(
         self, store_url: str, tmp_path: Path
     ) -> None:
-        """Phantom lines stay as they are, after the ledger's lines, until removal is asked for."""
+        """Foreign lines stay as they are, after the ledger's lines, until removal is asked for."""
         remote = bare_remote(tmp_path)
         with opened(store_url, remote, tmp_path) as ledger:
             one, two = make_line("serde", "1.0.0"), make_line("serde", "1.0.1")
@@ -191,7 +191,7 @@ class TestRepairByClass:
                 {index_path("serde"): file_of(ghost_a, two, ghost_b), index_path("ghost"): file_of(ghost)},
             )
             ledger.scan_index()
-            assert {(c, v) for c, v, k in classes(ledger) if k == "phantom"} == {
+            assert {(c, v) for c, v, k in classes(ledger) if k == "foreign"} == {
                 ("serde", "7.0.0"),
                 ("serde", "3.0.0"),
                 ("ghost", "0.0.1"),
@@ -206,7 +206,7 @@ class TestRepairByClass:
                 ("serde", "3.0.0", "kept"),
                 ("ghost", "0.0.1", "kept"),
             }
-            assert {k for _, _, k in classes(ledger)} == {"phantom"}
+            assert {k for _, _, k in classes(ledger)} == {"foreign"}
 
             removed = ledger.repair(remove_phantoms=True)
             assert {(c.path, c.action) for c in removed.changes} == {
@@ -334,7 +334,7 @@ class TestRepairSafety:
                         "version": "0.0.9",
                         "path": "se/rd/serde",
                         "line_number": 2,
-                        "reason": "unknown to the registry",
+                        "reason": "foreign: the ledger has no record of it",
                         "action": "kept",
                     }
                 ],

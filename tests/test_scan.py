@@ -161,7 +161,7 @@ class TestScanScope:
         with opened(store_url, remote, tmp_path, clone="fresh.git") as ledger:
             result = ledger.scan_index()
             assert (result.full, result.files, result.examined) == (True, 2, 2)
-            assert classes(result.discrepancies) == {("ghost", "0.0.1", "phantom")}
+            assert classes(result.discrepancies) == {("ghost", "0.0.1", "foreign")}
 
     def test_an_empty_remote_holds_nothing_the_registry_published(
         self, store_url: str, tmp_path: Path
@@ -203,17 +203,17 @@ class TestScanRecord:
             before = ledger.views.catch_up()
             push_straight(remote, {index_path("ghost"): render(make_line("ghost", "0.0.1"))})
             result = ledger.scan_index()
-            assert classes(result.discrepancies) == {("ghost", "0.0.1", "phantom")}
+            assert classes(result.discrepancies) == {("ghost", "0.0.1", "foreign")}
             later = ledger.audit(at=AsOf(position=result.position))
             assert [(d.crate, d.version, d.cls) for d in later.discrepancies] == [
-                ("ghost", "0.0.1", "phantom")
+                ("ghost", "0.0.1", "foreign")
             ]
             assert ledger.audit(at=AsOf(position=before)).consistent
             assert not ledger.audit().consistent
             report = ledger.audit_scan()
             assert report.scan is not None
             assert (report.scan["examined"], report.scan["discrepancies"]) == (0, 0)
-            assert [d.cls for d in report.discrepancies] == ["phantom"]
+            assert [d.cls for d in report.discrepancies] == ["foreign"]
 
     def test_a_scan_never_confirms_anything(self, store_url: str, tmp_path: Path) -> None:
         """A commit the remote does not hold stays unseen, and the open job stays open and pending."""
@@ -283,16 +283,16 @@ class TestScanFindings:
                 ("serde", "1.0.1", "yank_mismatch"),
                 ("serde", "1.0.2", "content_mismatch"),
                 ("serde", "1.0.3", "phantom"),
-                ("serde", "9.9.9", "phantom"),
+                ("serde", "9.9.9", "foreign"),
             }
             details = {d["version"]: d["detail"] for d in result.discrepancies}
             assert "deleted in the registry" in details["1.0.3"]
-            assert "unknown to the registry" in details["9.9.9"]
+            assert "the ledger has no record of it" in details["9.9.9"]
             audit = ledger.audit()
             assert {(d.version, d.cls) for d in audit.discrepancies} == {
                 ("1.0.0", "lost"),
                 ("1.0.1", "yank_mismatch"),
                 ("1.0.2", "content_mismatch"),
                 ("1.0.3", "phantom"),
-                ("9.9.9", "phantom"),
+                ("9.9.9", "foreign"),
             }

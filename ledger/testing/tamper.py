@@ -38,18 +38,20 @@ def push_straight(
     rewrite: bool = False,
     message: str = "outside the ledger",
 ) -> str:
-    """Commit ``files`` (None deletes) straight into the branch, bypassing the ledger.
+    """Commit ``files`` (None deletes) straight into the branch, bypassing the ledger (a branch
+    that does not exist yet starts with them).
 
     ``rewrite`` replaces the head instead of building on it, as a force push would.
     """
     repo = pygit2.Repository(str(bare_path))
-    head = repo.revparse_single(f"refs/heads/{branch}").peel(pygit2.Commit)
-    tree = head.tree
+    ref = f"refs/heads/{branch}"
+    head = repo.revparse_single(ref).peel(pygit2.Commit) if ref in repo.references else None
+    tree = head.tree if head is not None else repo[repo.TreeBuilder().write()].peel(pygit2.Tree)
     for path, data in files.items():
         blob = None if data is None else repo.create_blob(data)
         tree = repo[_replace(repo, tree, path.split("/"), blob)].peel(pygit2.Tree)
     sig = pygit2.Signature("someone", "someone@localhost", int(time.time()), 0)
-    parents = list(head.parent_ids) if rewrite else [head.id]
+    parents = [] if head is None else list(head.parent_ids) if rewrite else [head.id]
     commit = repo.create_commit(None, sig, sig, message, tree.id, parents)
     repo.references.create(f"refs/heads/{branch}", commit, force=True)
     return str(commit)

@@ -1,0 +1,142 @@
+"""Lines the ledger cannot account for: what a crate's real file holds beyond the ledger's record.
+
+Before a writer replaces a crate's file it reads the file at the head it builds on. A line is
+the ledger's when the ledger has a record of its version for that crate (published, yanked or
+deleted, build metadata ignored): the ledger's events say what that line must be, or that it
+must go. Every other line is **foreign**: a version published before the ledger arrived, or
+written to the index behind its back. A foreign line is never removed or changed by a write;
+it is adopted (recorded as imported, its bytes kept) or the write waits for the operator.
+
+A foreign line can be adopted as it stands only when it is a valid index line of this file's
+crate, the first of its version in the file, and in the compact form the ledger writes (the
+form cargo registries write): anything else would change its bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.errors import InvalidLine
+from ledger.index_format import parse_line
+from ledger.names import collision_key, crate_from_path, index_path
+from ledger.scan import Known, ReadLine, numbered_lines, read_line
+from projections.queries import VersionRow
+
+
+@dataclass(frozen=True)
+class ForeignLine:
+    """A line of the real file that the ledger has no record of."""
+
+    number: int
+    raw: bytes
+    version: str | None
+    adoptable: bool
+    why_not: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.version if self.version is not None else f"line {self.number}"
+
+
+@dataclass
+class Finding:
+    """One crate file as read: its entries and its foreign lines."""
+
+    path: str
+    entries: list[list[Any]] = field(default_factory=list)
+    """The file's readable lines as index view entries, the first of each version."""
+    foreign: list[ForeignLine] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [line.label for line in self.foreign]
+
+    @property
+    def adoptable(self) -> bool:
+        return bool(self.foreign) and all(line.adoptable for line in self.foreign)
+
+
+def find_foreign(crate_key: str, path: str, data: bytes | None, recorded: Sequence[VersionRow]) -> Finding:
+    """The lines of ``data`` (the file at ``path``) that ``recorded`` (every version the ledger
+    has a record of for the crate, deleted ones included) does not account for."""
+    finding = Finding(path)
+    if not data:
+        return finding
+    keys = {row.key for row in recorded}
+    known: Known = {row.digest: (row.version, row.key, "") for row in recorded}
+    seen: set[str] = set()
+    for number, raw in numbered_lines(data):
+        line = read_line(number, raw, known)
+        if line.key is not None and line.key not in seen:
+            seen.add(line.key)
+            finding.entries.append(line.entry)
+        if line.key is not None and line.key in keys and _of_crate(line, crate_key):
+            continue
+        finding.foreign.append(_foreign(line, path, crate_key, first=_first(finding, line)))
+    return finding
+
+
+def _of_crate(line: ReadLine, crate_key: str) -> bool:
+    """A line identified by digest carries no name (it is a known line of this crate)."""
+    return not line.name or collision_key(line.name) == crate_key
+
+
+def _first(finding: Finding, line: ReadLine) -> bool:
+    return line.version is None or all(f.version != line.version for f in finding.foreign)
+
+
+def _foreign(line: ReadLine, path: str, crate_key: str, *, first: bool) -> ForeignLine:
+    why = _why_not_adoptable(line, path, crate_key, first=first)
+    return ForeignLine(line.number, line.raw, line.version, why is None, why)
+
+
+def _why_not_adoptable(line: ReadLine, path: str, crate_key: str, *, first: bool) -> str | None:
+    if line.error is not None or line.key is None:
+        return f"not a valid index line: {line.error}"
+    if line.name is not None and (collision_key(line.name) != crate_key or index_path(line.name) != path):
+        return f"a line for the crate {line.name}, whose file is not {path}"
+    if not first:
+        return f"repeats version {line.version} of an earlier line"
+    try:
+        parsed = parse_line(line.raw)
+    except InvalidLine as exc:  # pragma: no cover - read_line reported it above
+        return f"not a valid index line: {exc.message}"
+    if parsed.render() != line.raw:
+        return "not in the compact form the ledger writes: adopting it would change its bytes"
+    return None
+
+
+def held_reason(finding: Finding, head: str, remote: str) -> str:
+    """What the operator reads in the job's history and in the worker's output."""
+    shown = ", ".join(finding.labels[:10]) + (
+        f" and {len(finding.labels) - 10} more" if len(finding.labels) > 10 else ""
+    )
+    text = (
+        f"{finding.path} at {head[:12]} holds {len(finding.foreign)} line(s) the ledger has no "
+        f"record of ({shown}); nothing was pushed over them."
+    )
+    blocked = [line for line in finding.foreign if not line.adoptable]
+    if blocked:
+        text += " " + "; ".join(f"{b.label} cannot be adopted as it stands: {b.why_not}" for b in blocked[:5])
+        text += (
+            ". Fix or remove those lines in the index (`ledger repair --remove-phantoms` removes "
+            "lines the registry does not hold), then run the worker again."
+        )
+    else:
+        text += (
+            f" Adopt them with `ledger import-index {remote}`, or run the worker with "
+            "--adopt-foreign to adopt a crate's lines when it first writes to it."
+        )
+    return text
+
+
+def unadopted_paths(crate_paths: Iterable[str], recorded_keys: Container[str]) -> list[str]:
+    """The crate files among ``crate_paths`` whose crate the ledger has no record of at all."""
+    found: list[str] = []
+    for path in crate_paths:
+        name = crate_from_path(path)
+        if name is not None and collision_key(name) not in recorded_keys:
+            found.append(path)
+    return found
