@@ -258,12 +258,19 @@ class Ledger:
         return replace(self.audit(grace=grace), scan=scanned.to_dict())
 
     def repair(
-        self, *, dry_run: bool = False, remove_phantoms: bool = False, actor: str | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        remove_phantoms: bool = False,
+        restore_lost: bool = False,
+        actor: str | None = None,
     ) -> RepairResult:
         """Make the real index equal to the database view, in one confirmed commit."""
         from ledger.repair import repair
 
-        return repair(self, dry_run=dry_run, remove_phantoms=remove_phantoms, actor=actor)
+        return repair(
+            self, dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=actor
+        )
 
     def rebuild(self) -> int:
         """Drop every view and rebuild it from the events; returns the position reached."""

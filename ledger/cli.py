@@ -500,6 +500,14 @@ def repair(
     remove_phantoms: Annotated[
         bool, typer.Option("--remove-phantoms", help="Also remove lines the registry does not hold.")
     ] = False,
+    restore_lost: Annotated[
+        bool,
+        typer.Option(
+            "--restore-lost",
+            help="First restore, from the index's history, lines the ledger's own commits removed "
+            "without a record (recorded as imported).",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Make the index equal to the database view: one commit, pushed, read back and recorded."""
@@ -508,7 +516,9 @@ def repair(
         if not s.settings.remote:
             msg = "repair needs an index remote (--remote or LEDGER_REMOTE)"
             raise Invalid(msg, option="--remote")
-        result = s.ledger().repair(dry_run=dry_run, remove_phantoms=remove_phantoms, actor=s.actor)
+        result = s.ledger().repair(
+            dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=s.actor
+        )
         document = {"ok": result.confirmed or dry_run, **result.to_dict()}
         return Outcome(document, _repair_text(result), code=0 if (dry_run or result.confirmed) else 1)
 
@@ -527,6 +537,13 @@ def _repair_text(result: Any) -> str:
         lines.append(f"  {change.path}  {change.action}  {' '.join(detail)}".rstrip())
     for phantom in result.phantoms:
         lines.append(f"  phantom: {json.dumps(phantom, default=str)}")
+    restore = "would restore" if result.dry_run else "restored"
+    for lost in result.restored:
+        what = f"{lost['crate']} {lost['version'] or '(unreadable line)'}"
+        if lost["restorable"]:
+            lines.append(f"  {restore} {what} in {lost['path']}, removed by {lost['removed_by'][:12]}")
+        else:
+            lines.append(f"  cannot restore {what} in {lost['path']}: {lost['why_not']}")
     if not result.dry_run and result.changed:
         state = "confirmed by read-back" if result.confirmed else "NOT confirmed"
         lines.append(f"commit {result.commit} ({result.reported}), {state}")

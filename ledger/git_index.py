@@ -416,6 +416,14 @@ class GitIndex:
 
     # -- local objects ------------------------------------------------------------
 
+    def has_commit(self, commit: str) -> bool:
+        """Whether the clone holds the commit ``commit``."""
+        return _COMMIT_ID.fullmatch(commit) is not None and commit in self._repo
+
+    def holds_ancestor(self, head: str, commit: str) -> bool:
+        """Whether ``commit`` is ``head`` or one of its ancestors (in the clone)."""
+        return self.has_commit(commit) and (head == commit or self._repo.descendant_of(head, commit))
+
     def read_blob(self, commit: str | None, path: str) -> bytes | None:
         """The content of ``path`` in ``commit``; None when commit is None or the path is absent."""
         _split_path(path)

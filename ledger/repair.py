@@ -36,6 +36,7 @@ from ledger.lease import Lease
 from ledger.logs import log_step
 from ledger.names import collision_key, crate_from_path, index_path
 from ledger.ports import Database
+from ledger.restore import adopt_lost_lines, find_lost_lines
 from ledger.scan import (
     CONFIG_PATH,
     ReadLine,
@@ -118,6 +119,9 @@ class RepairResult:
     head: str | None
     changes: list[PlannedChange] = field(default_factory=list)
     phantoms: list[dict[str, Any]] = field(default_factory=list)
+    restored: list[dict[str, Any]] = field(default_factory=list)
+    """Lines the ledger's own commits removed without a record (``restore_lost``): recorded as
+    imported and written back (a dry run only lists them)."""
     config: bool = False
     """``config.json`` was missing and is (or would be) written."""
     commit: str | None = None
@@ -143,6 +147,7 @@ class RepairResult:
             "config": self.config,
             "changes": [c.to_dict() for c in self.changes],
             "phantoms": self.phantoms,
+            "restored": self.restored,
             "position": self.position,
             "seconds": round(self.duration, 3),
         }
@@ -153,9 +158,14 @@ def repair(
     *,
     dry_run: bool = False,
     remove_phantoms: bool = False,
+    restore_lost: bool = False,
     actor: str | None = None,
 ) -> RepairResult:
     """Make the real index equal to the database view (see the module's description).
+
+    ``restore_lost`` first looks through the index's history for lines the ledger's own commits
+    removed without a record (see :mod:`ledger.restore`) and records them as imported, so that
+    this repair writes them back; a dry run lists them and records nothing.
 
     Raises :class:`~ledger.errors.LockHeld` when another index writer holds the lease (nothing
     is touched) and :class:`~ledger.errors.RemoteUnavailable` when the remote cannot be read.
@@ -168,7 +178,11 @@ def repair(
     try:
         ledger.views.catch_up()
         head = index.fetch()
+        lost = find_lost_lines(ledger, index, head) if restore_lost else []
+        if lost and not dry_run:
+            adopt_lost_lines(ledger, lost)
         result = _Planner(ledger.db, remove_phantoms=remove_phantoms).plan(index, head)
+        result.restored = [line.to_dict() for line in lost]
         result.dry_run = dry_run
         if not dry_run:
             assert lease is not None
@@ -182,6 +196,7 @@ def repair(
         dry_run=dry_run,
         changed=result.changed,
         phantoms=len(result.phantoms),
+        restored=len(result.restored),
         commit=result.commit,
         parent=result.head,
         reported=result.reported,

@@ -207,3 +207,52 @@ class TestLibrary:
                 assert remote_file(server.bare_path, SERDE) == spaced + b"\nnot json\n"
         finally:
             server.stop()
+
+
+class TestRestoreFromHistory:
+    def test_a_line_an_earlier_worker_pushed_over_comes_back_from_the_history(
+        self, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The incident as it happened before the worker compared files: found, dry run, restored."""
+        from ledger.worker import SyncWorker
+
+        server = RemoteServer.start(tmp_path / "remote", protocol="http")
+        push_straight(server.bare_path, {"config.json": CONFIG, SERDE: OLD + b"\n"}, message="the index")
+        try:
+            settings = Settings(store=store_url, remote=server.url, index_dir=tmp_path / "clone.git")
+            with open_ledger(settings) as ledger:
+                ledger.publish(NEW, "alice")
+                with monkeypatch.context() as patch:  # the worker as it was: no look at the file
+                    patch.setattr(SyncWorker, "_guard", lambda *_: None)
+                    assert ledger.sync().confirmed == 1
+                assert remote_file(server.bare_path, SERDE) == render(NEW) + b"\n"  # 1.0.0 is gone
+                assert ledger.audit().consistent  # and nothing says so: the incident
+
+                position = ledger.views.catch_up()
+                shown = CliRunner(env=CLEAN_ENV).invoke(
+                    app,
+                    ["--store", store_url, "--remote", server.url, "repair", "--dry-run", "--restore-lost"],
+                    env={"LEDGER_INDEX_DIR": str(tmp_path / "clone.git")},
+                )
+                assert shown.exit_code == 0, shown.stderr
+                assert "would restore serde 1.0.0 in se/rd/serde, removed by" in shown.stdout
+                plan = ledger.repair(dry_run=True, restore_lost=True)
+                assert [(r["crate"], r["version"], r["restorable"]) for r in plan.restored] == [
+                    ("serde", "1.0.0", True)
+                ]
+                assert plan.restored[0]["line"] == OLD.decode()
+                assert ledger.views.catch_up() == position  # the dry run recorded nothing
+                assert remote_file(server.bare_path, SERDE) == render(NEW) + b"\n"
+
+                done = ledger.repair(restore_lost=True)
+                assert done.confirmed
+                assert [r["version"] for r in done.restored] == ["1.0.0"]
+                assert remote_file(server.bare_path, SERDE) == OLD + b"\n" + render(NEW) + b"\n"
+                assert ledger.sync().confirmed == 1  # the adoption's job: the index holds it
+                assert ledger.audit_scan().consistent
+                assert ledger.repair(dry_run=True, restore_lost=True).restored == []  # idempotent
+                history = ledger.history("serde", "1.0.0")
+                assert [(e["event"], e.get("actor")) for e in history][-1] == ("IndexSyncCompleted", None)
+                assert ("VersionPublished", "import") in [(e["event"], e.get("actor")) for e in history]
+        finally:
+            server.stop()

@@ -49,6 +49,25 @@ def notifications_of(db: Database, ids: Sequence[UUID]) -> list[Notification]:
     ]
 
 
+def notifications_with_topic(db: Database, topic: str) -> Iterator[Notification]:
+    """Every stored event of one topic, with its log position, in log order (read in pages)."""
+    table, pos = EVENTS_TABLE[db.dialect], POSITION[db.dialect]
+    last = 0
+    while True:
+        rows = db.query(
+            f"SELECT {pos}, originator_id, originator_version, topic, state FROM {table} "
+            f"WHERE topic = ? AND {pos} > ? ORDER BY {pos} LIMIT 1000",
+            (topic, last),
+        )
+        for r in rows:
+            yield Notification(
+                id=r[0], originator_id=_uuid(r[1]), originator_version=r[2], topic=r[3], state=bytes(r[4])
+            )
+        if len(rows) < 1000:
+            return
+        last = rows[-1][0]
+
+
 LogRow = tuple[int, str, str, bytes]
 """A stored event as the views read it: position, originator id as stored (text), topic, state."""
 
