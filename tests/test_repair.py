@@ -338,6 +338,7 @@ class TestRepairSafety:
                         "action": "kept",
                     }
                 ],
+                "restored": [],
                 "position": 0,
                 "seconds": 0,
             }

@@ -1,9 +1,12 @@
-"""A stateful property test: publishes, yanks, deletes, worker passes, remote faults and crashes, interleaved.
+"""A stateful property test: publishes, yanks, deletes, worker passes, remote faults, crashes and
+lines written straight to the remote behind the ledger's back, interleaved.
 
-Whatever the interleaving, once the faults clear and the worker drains the queue: the scan of the
-real index is consistent with the ledger, every crate file in the remote equals what the database
-view says, no version appears twice in a file, and the database view equals a simple model of
-what was accepted.
+After every step: no line present in the remote disappears without a recorded event (its
+version is one the ledger has a record of, and a line the ledger has no record of never
+disappears). Whatever the interleaving, once the faults clear, the foreign lines are adopted
+(``import-index``) and the worker drains the queue: the scan of the real index is consistent
+with the ledger, every crate file in the remote equals what the database view says, no version
+appears twice in a file, and the database view equals a simple model of what was accepted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,16 @@ from ledger.git_index import GitIndex
 from ledger.names import collision_key, index_path
 from ledger.settings import Settings
 from ledger.testing.remote import Mode, RemoteServer
+from ledger.testing.tamper import push_straight
 from ledger.worker import WorkerOptions
 from projections.queries import live_versions
 from tests.conftest import PG_DSN, make_line, postgres_or_skip
 
 CRATES = ["kaze", "serde", "wasmer-runtime-core"]
 VERSIONS = ["0.1.0", "0.1.1", "1.0.0", "1.0.0-rc.1"]
+FOREIGN_CRATES = [*CRATES, "ghost"]
+FOREIGN_VERSIONS = ["7.7.0", "7.7.1", "8.0.0-beta.1"]
+"""Versions only ever written straight to the remote: the registry never publishes them."""
 FAULTS = [Mode.REJECT, Mode.REFUSE, Mode.HTTP_500, Mode.NO_STATUS, Mode.LIE, Mode.ROLLBACK, Mode.HANG]
 OPTIONS = WorkerOptions(max_batch=3, backoff_base=1.0, lease_ttl=30.0)
 
@@ -67,6 +75,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = build_ledger(self.settings)
         self.model: dict[str, dict[str, str]] = {}
         self.crash_after: str | None = None
+        self.foreign: dict[tuple[str, str], bool] = {}
+        """(crate, version) written straight to the remote -> its yanked flag."""
+        self.seen: dict[bytes, tuple[str, str]] = {}
+        """Every line seen in the remote so far -> (crate, version)."""
 
     # -- the registry ---------------------------------------------------------------------------
 
@@ -121,10 +133,24 @@ class LedgerMachine(RuleBasedStateMachine):
     def arm_crash(self, point: str) -> None:
         self.crash_after = point
 
-    @rule()
-    def worker_pass(self) -> None:
+    @rule(
+        crate=st.sampled_from(FOREIGN_CRATES), version=st.sampled_from(FOREIGN_VERSIONS), yanked=st.booleans()
+    )
+    def foreign_line(self, crate: str, version: str, yanked: bool) -> None:
+        """Someone commits a line straight to the remote, as if the ledger were not there."""
+        if (crate, version) in self.foreign:
+            return
+        self.foreign[(crate, version)] = yanked
+        path = index_path(crate)
+        before = self._remote_file(crate) or b""
+        line = json.dumps(make_line(crate, version, yanked=yanked), separators=(",", ":")).encode()
+        push_straight(self.server.bare_path, {path: before + line + b"\n"}, message="behind the ledger")
+
+    @rule(adopt=st.booleans())
+    def worker_pass(self, adopt: bool) -> None:
+        options = replace(OPTIONS, adopt_foreign=adopt)
         if self.crash_after is None:
-            self.ledger.sync(OPTIONS)
+            self.ledger.sync(options)
             return
         point, self.crash_after = self.crash_after, None
         original = getattr(GitIndex, point)
@@ -136,7 +162,7 @@ class LedgerMachine(RuleBasedStateMachine):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(GitIndex, point, crash)
             with contextlib.suppress(SimulatedCrash):
-                self.ledger.sync(OPTIONS)
+                self.ledger.sync(options)
         self._reopen()
 
     def _reopen(self) -> None:
@@ -152,6 +178,22 @@ class LedgerMachine(RuleBasedStateMachine):
         for crate, version in rows:
             assert version in self._remote_versions(crate), (crate, version)
 
+    @invariant()
+    def no_line_disappears_without_a_recorded_event(self) -> None:
+        """A line gone from the remote is of a version the ledger recorded; a foreign one never goes."""
+        present = self._remote_lines()
+        self.ledger.views.catch_up()
+        recorded = {
+            (crate, version)
+            for crate, version in self.ledger.db.query("SELECT crate, version FROM view_versions")
+        }
+        for line, (crate, version) in self.seen.items():
+            if line in present:
+                continue
+            assert (crate, version) in recorded, f"{crate} {version} left the remote with no event: {line!r}"
+            assert (crate, version) not in self.foreign, f"the foreign line {line!r} left the remote"
+        self.seen.update(present)
+
     # -- the end --------------------------------------------------------------------------------
 
     def teardown(self) -> None:
@@ -160,7 +202,14 @@ class LedgerMachine(RuleBasedStateMachine):
             for _ in range(5):
                 if self.ledger.sync(OPTIONS).open_left == 0:
                     break
-            assert self.ledger.sync(OPTIONS).open_left == 0
+            assert self.ledger.sync(OPTIONS).open_left == len(self._held_jobs())
+            if self.foreign:  # adopt what was written behind the ledger's back, then drain again
+                imported = self.ledger.import_index(self.server.url)
+                assert not imported.refused, imported.to_dict()
+                for (crate, version), yanked in self.foreign.items():
+                    self.model.setdefault(crate, {})[version] = "yanked" if yanked else "published"
+                assert self.ledger.sync(OPTIONS).open_left == 0
+                assert self.ledger.repair().confirmed  # adopted lines first, as the view orders them
             self.ledger.scan_index()
             report = self.ledger.audit(grace=0)
             assert report.consistent, report.to_dict()
@@ -194,6 +243,22 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         except KeyError:
             return None
+
+    def _held_jobs(self) -> list[str]:
+        rows = self.ledger.db.query(
+            "SELECT job FROM view_jobs WHERE state = 'open' AND last_error LIKE ?", ("foreign_lines:%",)
+        )
+        return [row[0] for row in rows]
+
+    def _remote_lines(self) -> dict[bytes, tuple[str, str]]:
+        """Every line of every crate file in the remote -> (crate, version)."""
+        found: dict[bytes, tuple[str, str]] = {}
+        for crate in FOREIGN_CRATES:
+            for raw in (self._remote_file(crate) or b"").splitlines():
+                if raw.strip():
+                    line = json.loads(raw)
+                    found[raw] = (line["name"], line["vers"])
+        return found
 
     def _remote_versions(self, crate: str) -> list[str]:
         data = self._remote_file(crate) or b""
