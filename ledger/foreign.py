@@ -48,14 +48,23 @@ class Finding:
     entries: list[list[Any]] = field(default_factory=list)
     """The file's readable lines as index view entries, the first of each version."""
     foreign: list[ForeignLine] = field(default_factory=list)
+    not_a_file: str | None = None
+    """What the path is when it is not a regular file (a directory, a symlink, a submodule)."""
+
+    @property
+    def held(self) -> bool:
+        """A write to this path would remove or change something the ledger cannot account for."""
+        return bool(self.foreign) or self.not_a_file is not None
 
     @property
     def labels(self) -> list[str]:
+        if self.not_a_file is not None:
+            return [f"the {self.not_a_file} at {self.path}"]
         return [line.label for line in self.foreign]
 
     @property
     def adoptable(self) -> bool:
-        return bool(self.foreign) and all(line.adoptable for line in self.foreign)
+        return self.not_a_file is None and bool(self.foreign) and all(line.adoptable for line in self.foreign)
 
 
 def find_foreign(crate_key: str, path: str, data: bytes | None, recorded: Sequence[VersionRow]) -> Finding:
@@ -110,6 +119,11 @@ def _why_not_adoptable(line: ReadLine, path: str, crate_key: str, *, first: bool
 
 def held_reason(finding: Finding, head: str, remote: str) -> str:
     """What the operator reads in the job's history and in the worker's output."""
+    if finding.not_a_file is not None:
+        return (
+            f"{finding.path} at {head[:12]} is a {finding.not_a_file}, not a crate file; nothing was "
+            "pushed over it. Move it out of the way in the index, then run the worker again."
+        )
     shown = ", ".join(finding.labels[:10]) + (
         f" and {len(finding.labels) - 10} more" if len(finding.labels) > 10 else ""
     )

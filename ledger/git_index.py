@@ -40,6 +40,7 @@ import pygit2
 from pygit2.enums import ObjectType, Option, RepositoryOpenFlag
 
 from ledger.errors import InfrastructureError, RemoteUnavailable
+from ledger.names import crate_from_path
 from ledger.settings import PushClient
 
 __all__ = [
@@ -424,6 +425,39 @@ class GitIndex:
         """Whether ``commit`` is ``head`` or one of its ancestors (in the clone)."""
         return self.has_commit(commit) and (head == commit or self._repo.descendant_of(head, commit))
 
+    def entry_kind(self, commit: str | None, path: str) -> str | None:
+        """What ``path`` is in ``commit``: ``file``, ``symlink``, ``directory``, ``submodule``, or None."""
+        if commit is None:
+            return None
+        try:
+            entry = self._commit(commit).tree[path]
+        except KeyError:
+            return None
+        return _kind(entry.filemode)
+
+    def odd_entries(self, commit: str) -> dict[str, str]:
+        """Entries that are not regular files where a crate file or ``config.json`` would be:
+        path -> what it is (a symbolic link and its target, a directory, a submodule)."""
+        found: dict[str, str] = {}
+        self._odd(self._commit(commit).tree, "", found)
+        return found
+
+    def _odd(self, tree: pygit2.Tree, prefix: str, found: dict[str, str]) -> None:
+        for entry in tree:
+            path = f"{prefix}{entry.name}"
+            kind = _kind(entry.filemode)
+            index_file = path == "config.json" or crate_from_path(path) is not None
+            if kind == "directory":
+                if index_file:
+                    found[path] = "a directory, not a file"
+                assert isinstance(entry, pygit2.Tree)
+                self._odd(entry, f"{path}/", found)
+            elif kind == "symlink" and index_file:
+                target = self._repo[entry.id].peel(pygit2.Blob).data[:200].decode("utf-8", "replace")
+                found[path] = f"a symbolic link (to {target!r}), which the ledger never follows"
+            elif kind == "submodule" and index_file:
+                found[path] = "a submodule, not a file"
+
     def read_blob(self, commit: str | None, path: str) -> bytes | None:
         """The content of ``path`` in ``commit``; None when commit is None or the path is absent."""
         _split_path(path)
@@ -737,6 +771,16 @@ def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:
             yield from _walk(entry, f"{path}/")
         elif isinstance(entry, pygit2.Blob):
             yield path, entry
+
+
+def _kind(filemode: int) -> str:
+    if filemode == pygit2.enums.FileMode.TREE:
+        return "directory"
+    if filemode == pygit2.enums.FileMode.LINK:
+        return "symlink"
+    if filemode == pygit2.enums.FileMode.COMMIT:
+        return "submodule"
+    return "file"
 
 
 def _name_hash(name: str) -> int:

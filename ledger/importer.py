@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -40,10 +41,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ledger.application import CheckedLine, Confirmation
 from ledger.domain import IMPORT_ACTOR
-from ledger.errors import InvalidLine, NotFound
+from ledger.errors import Invalid, InvalidLine, NotFound
 from ledger.index_format import parse_file
 from ledger.logs import log_step
-from ledger.names import crate_from_path, index_path
+from ledger.names import crate_from_path, index_path, layout_problem
 from ledger.settings import check_remote_url, redact
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ def import_index(
 
     started = time.monotonic()
     check_remote_url(source)
+    _check_local_source(source)
     shown = redact(source)
     branch = branch or ledger.settings.branch
     result = ImportResult(source=shown)
@@ -201,8 +203,12 @@ def import_index(
                 msg = f"{shown} has no branch {branch!r} to import"
                 raise NotFound(msg, remote=shown, branch=branch)
             result.head = head
+            check_config(index.read_blob(head, CONFIG_PATH), shown)
             adoption = _Adoption(ledger, result, head, events_per_save)
-            paths = adoption.crate_paths(index.changed_paths(None, head))
+            odd = index.odd_entries(head)
+            for path, what in sorted(odd.items()):
+                adoption.refuse_path(path, f"{path} is {what}: not adopted")
+            paths = [p for p in adoption.crate_paths(index.changed_paths(None, head)) if p not in odd]
             count = READ_PROCESSES if readers is None else readers
             with _fewer_collections():
                 if count > 1 and len(paths) >= PARALLEL_FILES:
@@ -248,6 +254,52 @@ def adopt_files(ledger: Ledger, source: str, head: str, files: dict[str, bytes])
         refused=len(result.refused),
     )
     return result
+
+
+def _check_local_source(source: str) -> None:
+    """A path (or file:// URL) must be a git repository: Invalid naming what it is instead."""
+    if "://" in source and not source.startswith("file://"):
+        return
+    folder = Path(source.removeprefix("file://"))
+    if not folder.exists():
+        msg = f"{source!r} does not exist: import-index reads a cargo index's git repository"
+    elif not folder.is_dir():
+        msg = f"{source!r} is a file, not a folder: import-index reads a cargo index's git repository"
+    elif not (folder / "HEAD").is_file() and not (folder / ".git").exists():
+        msg = (
+            f"{source!r} is a folder but not a git repository: import-index reads the index's "
+            "commits, never the files of a folder"
+        )
+    else:
+        return
+    raise Invalid(msg, source=source)
+
+
+def check_config(data: bytes | None, source: str) -> None:
+    """``config.json`` of an index to adopt, when present, must be the JSON object cargo reads
+    (``dl`` and ``api`` strings where given); anything else means the source is not a cargo
+    index: Invalid, and nothing is recorded."""
+    if data is None:
+        return
+    problem = None
+    try:
+        config = json.loads(data.decode("utf-8"), parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        problem = f"is not JSON ({exc})"
+    else:
+        if not isinstance(config, dict):
+            problem = f"must be a JSON object, not {type(config).__name__}"
+        elif "dl" in config and not isinstance(config["dl"], str):
+            problem = 'has a "dl" that is not a string (where cargo downloads crates from)'
+        elif "api" in config and not isinstance(config["api"], str | None):
+            problem = 'has an "api" that is not a string'
+    if problem is not None:
+        msg = f"config.json of {source} {problem}: it is not a cargo index; nothing was imported"
+        raise Invalid(msg, source=source, path=CONFIG_PATH)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @contextmanager
@@ -358,7 +410,11 @@ class _Adoption:
             if path == CONFIG_PATH:
                 continue
             if crate_from_path(path) is None:
-                self.result.ignored_paths += 1
+                problem = layout_problem(path)
+                if problem is not None:
+                    self.refuse_path(path, f"{path} is not adopted: {problem}")
+                else:
+                    self.result.ignored_paths += 1
                 continue
             found.append(path)
         return found
@@ -376,6 +432,10 @@ class _Adoption:
                 self._record()
         self._record()
         self.result.refused.sort(key=lambda r: (r.path, r.line))
+
+    def refuse_path(self, path: str, error: str) -> None:
+        """A whole path refused (line 0): something that is not a crate file where one would be."""
+        self._refuse(path, 0, error)
 
     def _refuse(self, path: str, line: int, error: str) -> None:
         self.result.refused.append(RefusedLine(path, line, error))

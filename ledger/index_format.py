@@ -23,6 +23,10 @@ from ledger.names import validate_name
 from ledger.versions import Version, parse_version
 
 MAX_LINE_BYTES = 1024 * 1024
+MAX_DEPS = 2000
+"""Dependencies one line may list: far beyond any published crate's, and a bound on the work
+one line makes every reader of the index do."""
+_RUST_VERSION = re.compile(r"[0-9]+(\.[0-9]+){0,2}")
 
 _CKSUM = re.compile(r"[0-9a-f]{64}")
 _PUBTIME = re.compile(
@@ -92,6 +96,20 @@ def _non_empty_string(value: Any, where: str) -> None:
 def _optional_string(value: Any, where: str) -> None:
     if value is not None and not isinstance(value, str):
         raise _fail(f"{where} must be a string or null", where)
+
+
+def _links(value: Any, where: str) -> None:
+    _optional_string(value, where)
+    if value is not None and (not value or value != value.strip()):
+        raise _fail(
+            f"{where} must name a native library (a non-empty string without spaces around it)", where
+        )
+
+
+def _rust_version(value: Any, where: str) -> None:
+    _optional_string(value, where)
+    if value is not None and not _RUST_VERSION.fullmatch(value):
+        raise _fail(f"{where} must be a Rust version such as 1.70 or 1.70.0, not {value[:40]!r}", where)
 
 
 def _bool(value: Any, where: str) -> None:
@@ -187,6 +205,8 @@ def _check_object(obj: dict[Any, Any], spec: _Spec, prefix: str) -> None:
 def _deps(value: Any, where: str) -> None:
     if not isinstance(value, list):
         raise _fail(f"{where} must be a list", where)
+    if len(value) > MAX_DEPS:
+        raise _fail(f"{where} lists {len(value)} dependencies, more than the limit of {MAX_DEPS}", where)
     for i, dep in enumerate(value):
         if not isinstance(dep, dict):
             raise _fail(f"{where}[{i}] must be an object", f"{where}[{i}]")
@@ -200,10 +220,10 @@ _FIELDS: _Spec = {
     "cksum": (True, _cksum),
     "features": (True, _feature_map),
     "yanked": (True, _bool),
-    "links": (False, _optional_string),
+    "links": (False, _links),
     "v": (False, _schema_version),
     "features2": (False, _feature_map),
-    "rust_version": (False, _optional_string),
+    "rust_version": (False, _rust_version),
     "pubtime": (False, _pubtime),
 }
 
@@ -243,9 +263,23 @@ def _decode(raw: str | bytes, max_bytes: int) -> Any:
     except UnicodeDecodeError as exc:
         raise _fail(f"the line is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
-    except (ValueError, RecursionError) as exc:
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise _fail("the line nests JSON arrays or objects too deeply to be an index line") from exc
+    except ValueError as exc:
         raise _fail(f"the line is not JSON: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise _fail(f"the line holds {name}, which is not a JSON number")
+
+
+def _check_schema(obj: dict[str, Any]) -> None:
+    """``v: 2`` and ``features2`` go together: each without the other is refused."""
+    if "features2" in obj and obj.get("v") != 2:
+        raise _fail("features2 is present but v is not 2: cargo reads features2 only with v: 2", "v")
+    if obj.get("v") == 2 and "features2" not in obj:
+        raise _fail("v is 2 but the line has no features2: v: 2 marks a line with features2", "v")
 
 
 def parse_line(raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_LINE_BYTES) -> IndexLine:
@@ -254,6 +288,7 @@ def parse_line(raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_LINE_B
     if not isinstance(obj, dict):
         raise _fail(f"the line must be a JSON object, not {type(obj).__name__}")
     _check_object(obj, _FIELDS, "")
+    _check_schema(obj)
     try:
         rendered = _dump(obj)
     except UnicodeEncodeError as exc:

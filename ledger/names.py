@@ -1,7 +1,7 @@
 """Crate names: cargo's rules, the collision key, and the registry index layout.
 
 A crate name is 1 to 64 ASCII letters, digits, ``-`` and ``_``, starting with a
-letter. Two names collide when they are equal after lowercasing and folding
+letter, and not a Windows device name. Two names collide when they are equal after lowercasing and folding
 ``-`` into ``_``. Each crate's index file lives at a path derived from its
 lowercased name (``1/a``, ``2/ab``, ``3/a/abc``, ``ab/cd/abcdef``).
 """
@@ -13,6 +13,12 @@ import string
 from ledger.errors import InvalidName
 
 MAX_NAME_LENGTH = 64
+
+WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))]
+)
+"""Windows device names: a file so named cannot be checked out on Windows, so crates.io refuses
+them as crate names, and so does the ledger (whatever the case)."""
 
 _LETTERS = frozenset(string.ascii_letters)
 _ALLOWED = frozenset(string.ascii_letters + string.digits + "-_")
@@ -34,7 +40,10 @@ def _problem(name: str) -> str | None:
         return (
             f"it contains the character {bad_chars[0]!r}; only ASCII letters, digits, '-' and '_' are allowed"
         )
-    return None
+    return _RESERVED if name.lower() in WINDOWS_RESERVED else None
+
+
+_RESERVED = "it is a Windows device name (con, prn, aux, nul, com1-9, lpt1-9), reserved"
 
 
 def validate_name(name: str) -> str:
@@ -52,12 +61,25 @@ def collision_key(name: str) -> str:
 
 def index_path(name: str) -> str:
     """The path of the crate's file in a cargo registry index, for a valid name."""
-    lower = validate_name(name).lower()
+    return _layout(validate_name(name).lower())
+
+
+def _layout(lower: str) -> str:
     if len(lower) <= 2:
         return f"{len(lower)}/{lower}"
     if len(lower) == 3:
         return f"3/{lower[0]}/{lower}"
     return f"{lower[:2]}/{lower[2:4]}/{lower}"
+
+
+def layout_problem(path: str) -> str | None:
+    """For a path laid out as a crate file would be but whose name is not a valid crate name,
+    what is wrong with the name; None for a crate file's path or any other path."""
+    name = path.rpartition("/")[2]
+    if not name or path != _layout(name.lower()):
+        return None
+    problem = _problem(name)
+    return None if problem is None else f"invalid crate name {name!r}: {problem}"
 
 
 def crate_from_path(path: str) -> str | None:

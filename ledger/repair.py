@@ -182,6 +182,7 @@ def repair(
         if lost and not dry_run:
             adopt_lost_lines(ledger, lost)
         result = _Planner(ledger.db, remove_phantoms=remove_phantoms).plan(index, head)
+        _leave_odd_entries(index, head, result)
         result.restored = [line.to_dict() for line in lost]
         result.dry_run = dry_run
         if not dry_run:
@@ -204,6 +205,28 @@ def repair(
         seconds=round(result.duration, 3),
     )
     return result
+
+
+def _leave_odd_entries(index: GitIndex, head: str | None, result: RepairResult) -> None:
+    """Drop the planned changes to a path that is not a regular file in the index (a directory,
+    a symbolic link, a submodule): writing there would remove what it holds. Reported instead."""
+    kept: list[PlannedChange] = []
+    for change in result.changes:
+        kind = index.entry_kind(head, change.path)
+        if kind in (None, "file"):
+            kept.append(change)
+            continue
+        result.phantoms.append(
+            {
+                "crate": change.crate,
+                "version": None,
+                "path": change.path,
+                "line_number": None,
+                "reason": f"{change.path} is a {kind} in the index, not a crate file: left alone",
+                "action": "kept",
+            }
+        )
+    result.changes = kept
 
 
 def config_bytes() -> bytes:

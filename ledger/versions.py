@@ -106,6 +106,8 @@ def parse_version(text: str) -> Version:
         raise _fail(text, "it contains non-ASCII characters")
     if any(c.isspace() for c in text):
         raise _fail(text, "it contains whitespace")
+    if text[0] in "vV=":
+        raise _fail(text, f"it starts with {text[0]!r}: a version is MAJOR.MINOR.PATCH, with no prefix")
     rest, plus, build_part = text.partition("+")
     core, dash, pre_part = rest.partition("-")
     parts = core.split(".")

@@ -337,9 +337,13 @@ class SyncWorker:
         paths = chunk.paths()
         findings: dict[str, Finding] = {}
         for key in list(chunk.names):
+            kind = self.index.entry_kind(head, paths[key])
+            if kind not in (None, "file"):
+                findings[key] = Finding(paths[key], not_a_file=kind)
+                continue
             data = self.index.read_blob(head, paths[key])
             finding = find_foreign(key, paths[key], data, chunk.recorded[key])
-            if finding.foreign:
+            if finding.held:
                 findings[key] = finding
         if not findings:
             return
@@ -353,7 +357,7 @@ class SyncWorker:
                 chunk.load(self.ledger.db, adoptable)
                 for key in adoptable:
                     again = find_foreign(key, paths[key], files[paths[key]], chunk.recorded[key])
-                    if again.foreign:
+                    if again.held:
                         findings[key] = again  # the adoption refused some: hold them
                     else:
                         del findings[key]

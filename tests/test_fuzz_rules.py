@@ -109,13 +109,14 @@ valid_lines = st.fixed_dictionaries(
         "yanked": st.booleans(),
     },
     optional={
-        "links": optional_text,
-        "v": st.sampled_from([1, 2]),
-        "features2": feature_maps,
-        "rust_version": optional_text,
+        "links": st.none() | st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+        "rust_version": st.none() | st.from_regex(r"1\.[0-9]{1,2}(\.[0-9])?", fullmatch=True),
         "pubtime": timestamps,
     },
-).flatmap(_shuffled)
+)
+schemas = st.sampled_from([{}, {"v": 1}]) | feature_maps.map(lambda f: {"v": 2, "features2": f})
+"""``v`` and ``features2`` go together: no v (or v 1) without features2, v 2 with it."""
+valid_lines = st.tuples(valid_lines, schemas).map(lambda pair: {**pair[0], **pair[1]}).flatmap(_shuffled)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | short_text,

@@ -184,7 +184,7 @@ BAD_LINES = [
     ),
     pytest.param(compact(serde_line(links=1)), "links must be a string or null", "links", id="links-int"),
     pytest.param(b'{"name":"a","name":"b"}', "the key 'name' more than once", None, id="duplicate-key"),
-    pytest.param(b"[" * 100_000, "not JSON", None, id="deeply-nested"),
+    pytest.param(b"[" * 100_000, "nests JSON arrays or objects too deeply", None, id="deeply-nested"),
 ]
 
 
