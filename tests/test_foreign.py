@@ -256,3 +256,41 @@ class TestRestoreFromHistory:
                 assert ("VersionPublished", "import") in [(e["event"], e.get("actor")) for e in history]
         finally:
             server.stop()
+
+
+class TestNotAFile:
+    @pytest.mark.parametrize("kind", ["directory", "symlink"])
+    def test_a_crate_path_that_is_not_a_file_is_never_written_over(
+        self, store_url: str, tmp_path: Path, kind: str
+    ) -> None:
+        """A directory or a symbolic link where the crate's file would go: held, left as it is."""
+        server = RemoteServer.start(tmp_path / "remote", protocol="git")
+        repo = pygit2.Repository(str(server.bare_path))
+        index = pygit2.Index()
+        if kind == "directory":
+            index.add(pygit2.IndexEntry(f"{SERDE}/inner", repo.create_blob(OLD), pygit2.enums.FileMode.BLOB))
+        else:
+            index.add(pygit2.IndexEntry(SERDE, repo.create_blob(b"/etc/passwd"), pygit2.enums.FileMode.LINK))
+        sig = pygit2.Signature("someone", "someone@localhost")
+        head = repo.create_commit("refs/heads/master", sig, sig, "odd", index.write_tree(repo), [])
+        try:
+            settings = Settings(store=store_url, remote=server.url, index_dir=tmp_path / "clone.git")
+            with open_ledger(settings) as ledger:
+                ledger.publish(NEW, "alice")
+                result = ledger.sync()
+                assert (result.held, result.confirmed) == (1, 0)
+                assert f"{SERDE} at {str(head)[:12]} is a {kind}, not a crate file" in result.holds["serde"]
+                assert server.head() == str(head)
+                repaired = ledger.repair()  # it writes the missing config.json, and leaves the path alone
+                assert repaired.changes == []
+                reasons = [p["reason"] for p in repaired.phantoms]
+                assert f"{SERDE} is a {kind} in the index, not a crate file: left alone" in reasons
+                after = (
+                    pygit2.Repository(str(server.bare_path))
+                    .revparse_single("refs/heads/master")
+                    .peel(pygit2.Commit)
+                )
+                before = repo[head].peel(pygit2.Commit)
+                assert after.tree[SERDE.split("/")[0]].id == before.tree[SERDE.split("/")[0]].id
+        finally:
+            server.stop()
