@@ -498,7 +498,11 @@ def repair(
         bool, typer.Option("--dry-run", help="Print exactly the planned change and touch nothing.")
     ] = False,
     remove_phantoms: Annotated[
-        bool, typer.Option("--remove-phantoms", help="Also remove lines the registry does not hold.")
+        bool,
+        typer.Option(
+            "--remove-phantoms",
+            help="Also remove lines the registry does not hold (foreign and phantom), recorded as removed.",
+        ),
     ] = False,
     restore_lost: Annotated[
         bool,

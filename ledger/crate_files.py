@@ -20,7 +20,8 @@ class VersionState(Protocol):
 
 
 def crate_file(versions: Sequence[VersionState]) -> bytes | None:
-    """The file's bytes: each version's line in publication order, ``yanked`` from its latest state.
+    """The file's bytes: each version's line in the view's order (versions adopted from an index
+    first, then publication order), ``yanked`` from its latest state.
 
     None when no version belongs in the index (the file must not exist).
     """

@@ -69,21 +69,30 @@ class Finding:
 
 def find_foreign(crate_key: str, path: str, data: bytes | None, recorded: Sequence[VersionRow]) -> Finding:
     """The lines of ``data`` (the file at ``path``) that ``recorded`` (every version the ledger
-    has a record of for the crate, deleted ones included) does not account for."""
+    has a record of for the crate, deleted ones included) does not account for.
+
+    A line is the ledger's when its version is one the ledger recorded, spelled as recorded: a
+    line for ``1.3.1+1`` where the ledger has ``1.3.1`` (one version once build metadata is
+    ignored, two lines in the index) is foreign, and cannot be adopted.
+    """
     finding = Finding(path)
     if not data:
         return finding
-    keys = {row.key for row in recorded}
+    spelling = {row.key: row.version for row in recorded}
     known: Known = {row.digest: (row.version, row.key, "") for row in recorded}
-    seen: set[str] = set()
+    first_of: dict[str, str | None] = {}
     for number, raw in numbered_lines(data):
         line = read_line(number, raw, known)
-        if line.key is not None and line.key not in seen:
-            seen.add(line.key)
+        earlier = first_of.get(line.key) if line.key is not None else None
+        if line.key is not None and line.key not in first_of:
+            first_of[line.key] = line.version
             finding.entries.append(line.entry)
-        if line.key is not None and line.key in keys and _of_crate(line, crate_key):
+        ours = line.key is not None and spelling.get(line.key) == line.version
+        if ours and _of_crate(line, crate_key):
             continue
-        finding.foreign.append(_foreign(line, path, crate_key, first=_first(finding, line)))
+        recorded_as = spelling.get(line.key) if line.key is not None else None
+        why = _why_not_adoptable(line, path, crate_key, recorded_as=recorded_as, earlier=earlier)
+        finding.foreign.append(ForeignLine(line.number, line.raw, line.version, why is None, why))
     return finding
 
 
@@ -92,29 +101,31 @@ def _of_crate(line: ReadLine, crate_key: str) -> bool:
     return not line.name or collision_key(line.name) == crate_key
 
 
-def _first(finding: Finding, line: ReadLine) -> bool:
-    return line.version is None or all(f.version != line.version for f in finding.foreign)
-
-
-def _foreign(line: ReadLine, path: str, crate_key: str, *, first: bool) -> ForeignLine:
-    why = _why_not_adoptable(line, path, crate_key, first=first)
-    return ForeignLine(line.number, line.raw, line.version, why is None, why)
-
-
-def _why_not_adoptable(line: ReadLine, path: str, crate_key: str, *, first: bool) -> str | None:
+def _why_not_adoptable(
+    line: ReadLine, path: str, crate_key: str, *, recorded_as: str | None, earlier: str | None
+) -> str | None:
     if line.error is not None or line.key is None:
         return f"not a valid index line: {line.error}"
     if line.name is not None and (collision_key(line.name) != crate_key or index_path(line.name) != path):
         return f"a line for the crate {line.name}, whose file is not {path}"
-    if not first:
-        return f"repeats version {line.version} of an earlier line"
-    try:
-        parsed = parse_line(line.raw)
-    except InvalidLine as exc:  # pragma: no cover - read_line reported it above
-        return f"not a valid index line: {exc.message}"
-    if parsed.render() != line.raw:
+    if recorded_as is not None:
+        return (
+            f"the ledger has this version as {recorded_as} (build metadata ignored), and keeps one "
+            "line per version"
+        )
+    if earlier is not None:
+        return f"repeats version {earlier} of an earlier line (build metadata ignored)"
+    if not _compact(line.raw):
         return "not in the compact form the ledger writes: adopting it would change its bytes"
     return None
+
+
+def _compact(raw: bytes) -> bool:
+    """The line is exactly what the ledger would write for it (so adopting it keeps its bytes)."""
+    try:
+        return parse_line(raw).render() == raw
+    except InvalidLine:
+        return False
 
 
 def held_reason(finding: Finding, head: str, remote: str) -> str:
@@ -136,7 +147,7 @@ def held_reason(finding: Finding, head: str, remote: str) -> str:
         text += " " + "; ".join(f"{b.label} cannot be adopted as it stands: {b.why_not}" for b in blocked[:5])
         text += (
             ". Fix or remove those lines in the index (`ledger repair --remove-phantoms` removes "
-            "lines the registry does not hold), then run the worker again."
+            "lines the registry does not hold, and records it), then run the worker again."
         )
     else:
         text += (

@@ -3,8 +3,11 @@
 :func:`import_index` fetches the source's branch into a bare clone, walks every crate file at its
 head and records each version through the batched path (actor ``import``, yank state kept,
 lines in file order). Lines that cannot be adopted are refused and reported by path and line
-number without stopping; versions already recorded count as present, so a second import adds
-nothing.
+number without stopping, and so are, by path (line 0), a symbolic link, a directory or a
+submodule where a crate file would be and a crate file under an invalid name; versions already
+recorded count as present, so a second import adds nothing. A source that is not a cargo index
+(a folder that is not a git repository, a ``config.json`` that is not a JSON object) is refused
+before anything is recorded.
 
 The versions were read from the index itself, so each sync job the import creates is
 confirmed in the same transaction that records it: ``IndexPushConfirmed`` at the source's head,

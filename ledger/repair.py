@@ -293,7 +293,7 @@ class _Planner:
         own = registered.path if registered is not None else None
         live = registered.live if registered is not None else []
         expected_lines = rendered_lines(live)
-        live_keys = {row.key for row in live}
+        live_keys = {row.key: row.version for row in live}
         deleted = {row.key for row in registered.rows if row.state == "deleted"} if registered else set()
         known = known_lines(registered, None)
         versions = dict(zip(expected_lines, [row.version for row in live], strict=True))
@@ -315,7 +315,7 @@ class _Planner:
                 own_entries = _entries(own_entries, kept, key)
             else:
                 new = data if kept else None
-            self._report(result, crate, path, phantoms, key, deleted, own)
+            self._report(result, crate, path, phantoms, key, deleted, own, live_keys)
             if new == data:
                 continue
             change = PlannedChange(crate, path, new, [])
@@ -345,6 +345,7 @@ class _Planner:
         key: str,
         deleted: set[str],
         own: str | None,
+        live: dict[str, str],
     ) -> None:
         action = "removed" if self.remove_phantoms else "kept"
         for line in phantoms:
@@ -356,6 +357,8 @@ class _Planner:
                 why = f"a line for the crate {line.name}"
             elif line.key in deleted:
                 why = "deleted in the registry"
+            elif line.key in live:
+                why = f"another line for {live[line.key]} (build metadata ignored), which the registry holds"
             else:
                 why = "foreign: the ledger has no record of it"
             result.phantoms.append(
@@ -547,9 +550,15 @@ def rendered_lines(rows: list[VersionRow]) -> list[bytes]:
     return lines
 
 
-def _is_ours(line: ReadLine, key: str, live_keys: set[str]) -> bool:
-    """A line for one of the crate's live versions: the ledger writes its own line instead."""
-    return line.key in live_keys and line.name is not None and collision_key(line.name) == key
+def _is_ours(line: ReadLine, key: str, live_keys: dict[str, str]) -> bool:
+    """A line for one of the crate's live versions, spelled as registered: the ledger writes its
+    own line instead. (A line for ``1.3.1+1`` where the registry has ``1.3.1`` is not its own.)"""
+    return (
+        line.key is not None
+        and live_keys.get(line.key) == line.version
+        and line.name is not None
+        and collision_key(line.name) == key
+    )
 
 
 def _line_name(key: str, lines: list[ReadLine], path: str) -> str:

@@ -4,12 +4,16 @@ One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to 
 
 1. take the commit to build on: the remote head the last read-back saw on a fresh connection,
    or, when there is none (the first attempt, or the last read-back failed), a fetch;
-2. regenerate each affected crate's whole file from the database view (publication order,
-   yanked flag from the latest state, deleted versions absent): files are regenerated, never
-   appended to, so a retry can never duplicate a line;
-3. commit only if the tree changed, then push, and record what the pusher reported
+2. read each affected crate's file at that commit and compare it with the ledger's record: a
+   file holding lines the ledger has no record of (:mod:`ledger.foreign`) is never written over;
+   those lines are adopted first (``adopt_foreign``) or the crate's jobs are held
+   (``IndexSyncHeld``, with what to do) and leave the round;
+3. regenerate each remaining crate's whole file from the database view (publication order,
+   adopted lines first, yanked flag from the latest state, deleted versions absent): files are
+   regenerated, never appended to, so a retry can never duplicate a line;
+4. commit only if the tree changed, then push, and record what the pusher reported
    (``IndexPushAttempted``), never trusting it;
-4. read the remote back on a new connection: its head, the commit's ancestry and the blob at
+5. read the remote back on a new connection: its head, the commit's ancestry and the blob at
    each changed path. Only then ``IndexPushConfirmed`` and ``IndexSyncCompleted``; otherwise
    ``IndexPushFailed`` with the reason and the time of the next retry (capped exponential
    backoff). When the remote moved underneath (non-fast-forward), rebuild on top of the head
@@ -107,8 +111,6 @@ class _Attempt:
     base: str | None
     target: str | None
     readback: ReadBack | None
-    nothing_left: bool = False
-    """Every job of the chunk was held: nothing to push."""
 
     @property
     def confirmed(self) -> bool:
@@ -275,7 +277,7 @@ class SyncWorker:
             self._guard(chunk, jobs, head, result)
             if not jobs:
                 self._seen_head = head
-                return _Attempt(head, None, None, nothing_left=True)
+                return _Attempt(head, None, None)  # every job held: nothing to push
         expected = self._expected(chunk, head)
         crates = sorted(chunk.names.values())
         message = f"Update crates: {', '.join(crates[:10])}" + (

@@ -5,7 +5,7 @@ SQL compares them. The consistency view classifies every (crate, version) that i
 
 pending           the registry has it, the index lacks or differs, an open job is younger than
                   the grace period and not failing: on its way, no alarm
-stuck             the same with an open job older than the grace period, or failing
+stuck             the same with an open job older than the grace period, or failing, or held
 lost              the registry has it, the index lacks it, no open job
 foreign           the index has a line the ledger has no record of (published before the ledger
                   arrived, or written behind its back): never removed by a write; adopt it

@@ -344,7 +344,13 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
     head = repo.references[f"refs/heads/{BRANCH}"].target
     tree = repo[head].peel(pygit2.Commit).tree
     mismatched: list[str] = []
-    checked = baseline_repeats = 0
+    checked = baseline_repeats = held_files = 0
+    held = {
+        row[0]
+        for row in ledger.db.query(
+            "SELECT crate_key FROM view_jobs WHERE state = 'open' AND last_error LIKE ?", ("foreign_lines:%",)
+        )
+    }
     for key in keys:
         name = spelling.get(key)
         if name is None:
@@ -361,6 +367,8 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
             continue
         if key not in touched and actual is not None and _without_repeats(actual) == expected:
             baseline_repeats += 1  # an untouched baseline file still holding the lines import refused
+        elif key in held:
+            held_files += 1  # not written: it holds lines the ledger has no record of
         else:
             mismatched.append(path)
     index_head = ledger.index().remote_head()
@@ -372,6 +380,8 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
         "files_checked": checked,
         "files_touched": len(touched),
         "files_equal_but_baseline_repeats": baseline_repeats,
+        "files_held": held_files,
+        "jobs_held": len(held),
         "files_mismatched": len(mismatched),
         "mismatched_examples": mismatched[:10],
         "remote_head": str(head),
@@ -471,8 +481,8 @@ def follow(store: str, remote: str, clone: Path, max_batch: int, folder: Path) -
             else:
                 idle += 1
                 time.sleep(0.005)
-            if finished and result.open_left == 0:
-                break
+            if finished and result.open_left == result.held:
+                break  # done, but for jobs held on lines the ledger has no record of
         walls = [p[0] for p in passes]
         jobs = [float(p[2]) for p in passes]
         out: dict[str, Any] = {
@@ -766,9 +776,12 @@ def met(ok: bool) -> str:
 
 def _verified(v: dict[str, Any]) -> str:
     return (
-        f"audit consistent: {v['audit_consistent']}; {v['files_checked']:,} crate files checked "
+        f"audit consistent: {v['audit_consistent']} "
+        f"({', '.join(f'{k} {n}' for k, n in v['audit_counts'].items() if n) or 'nothing out of sync'}); "
+        f"{v.get('jobs_held', 0)} jobs held; {v['files_checked']:,} crate files checked "
         f"({v['files_touched']:,} touched by the replay), {v['files_mismatched']} differ, "
-        f"{v['files_equal_but_baseline_repeats']} equal but for baseline lines import refused"
+        f"{v['files_equal_but_baseline_repeats']} equal but for baseline lines import refused, "
+        f"{v.get('files_held', 0)} not written (their crate's jobs held on lines the ledger has no record of)"
     )
 
 

@@ -137,6 +137,10 @@ class TestHeld:
         history = json.loads(cli("--json", "history", "serde@1.0.0").stdout)["events"]
         published = [e for e in history if e["event"] == "VersionPublished"]
         assert [e["actor"] for e in published] == ["import"]
+        if cargo_available():
+            for version in ("1.0.0", "1.0.1"):
+                found = resolve(live_index.url, "serde", f"={version}")
+                assert found.ok, found.output
 
     def test_adopt_on_first_touch_records_the_lines_as_imported_before_the_new_version(
         self, cli: Callable[..., Result], live_index: RemoteServer
@@ -292,5 +296,39 @@ class TestNotAFile:
                 )
                 before = repo[head].peel(pygit2.Commit)
                 assert after.tree[SERDE.split("/")[0]].id == before.tree[SERDE.split("/")[0]].id
+        finally:
+            server.stop()
+
+
+class TestBuildMetadataTwins:
+    def test_a_second_line_for_a_version_is_never_dropped_by_a_rewrite(
+        self, store_url: str, tmp_path: Path
+    ) -> None:
+        """The real index holds 726 lines such as almel 1.3.1+1 beside 1.3.1: one version for the
+        ledger, two lines in the index. The import refuses the second; no write drops it unasked."""
+        twin = render(make_line("serde", "1.0.0+build.1"))
+        server = RemoteServer.start(tmp_path / "remote", protocol="http")
+        push_straight(server.bare_path, {"config.json": CONFIG, SERDE: OLD + b"\n" + twin + b"\n"})
+        try:
+            settings = Settings(store=store_url, remote=server.url, index_dir=tmp_path / "clone.git")
+            with open_ledger(settings) as ledger:
+                imported = ledger.import_index(server.url)
+                assert [r.line for r in imported.refused] == [2]
+                ledger.publish(NEW, "alice")
+                result = ledger.sync()
+                assert result.held == 1
+                assert "the ledger has this version as 1.0.0" in result.holds["serde"]
+                assert remote_file(server.bare_path, SERDE) == OLD + b"\n" + twin + b"\n"
+
+                kept = ledger.repair()  # writes 1.0.1, keeps the twin
+                assert (
+                    remote_file(server.bare_path, SERDE) == OLD + b"\n" + render(NEW) + b"\n" + twin + b"\n"
+                )
+                assert [p["version"] for p in kept.phantoms] == ["1.0.0+build.1"]
+                removed = ledger.repair(remove_phantoms=True)  # asked for, and recorded
+                assert removed.changes[0].phantoms_removed == ["1.0.0+build.1"]
+                assert remote_file(server.bare_path, SERDE) == OLD + b"\n" + render(NEW) + b"\n"
+                assert ledger.sync().open_left == 0
+                assert ledger.audit_scan().consistent
         finally:
             server.stop()
