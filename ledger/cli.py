@@ -199,6 +199,14 @@ def _default_actor() -> str:
 # -- the callback: global options ----------------------------------------------------------------
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        _emit(f"ledger {version('ledger')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def callback(
     ctx: typer.Context,
@@ -237,6 +245,10 @@ def callback(
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Log each step as a JSON line on stderr."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Record every publication as an event; audit, explain and repair the index from them."""
@@ -598,6 +610,19 @@ def worker(
     poll: Annotated[
         float, typer.Option("--poll", min=0.05, metavar="SECONDS", help="How often to look for new jobs.")
     ] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            metavar="N",
+            help="Serve GET /metrics (Prometheus text) on this port while following the log.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", metavar="HOST", help="The address /metrics listens on.")
+    ] = "127.0.0.1",
     adopt_foreign: Annotated[
         bool,
         typer.Option(
@@ -630,14 +655,20 @@ def worker(
                 notes,
                 code=int(result.open_left > 0),
             )
-        _follow(ledger, options, poll)
+        _follow(ledger, options, poll, s.settings, (metrics_host, metrics_port))
         return Outcome({"ok": True, "stopped": True}, "worker stopped")
 
     _run(ctx, json_output, action)
 
 
-def _follow(ledger: Ledger, options: Any, poll: float) -> None:
-    """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock."""
+def _follow(
+    ledger: Ledger, options: Any, poll: float, settings: Settings, metrics_at: tuple[str, int | None]
+) -> None:
+    """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock.
+
+    With a metrics port, ``GET /metrics`` is served for as long as the worker runs, store or
+    remote down included.
+    """
     import signal
     import threading
 
@@ -646,7 +677,20 @@ def _follow(ledger: Ledger, options: Any, poll: float) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    SyncWorker(ledger, ledger.index(), options=options).follow(poll=poll, stop=stop)
+    host, port = metrics_at
+    worker_metrics = server = None
+    if port is not None:
+        from ledger.telemetry import serve_metrics, worker_registry
+
+        registry, worker_metrics = worker_registry(settings)
+        server = serve_metrics(registry, port, host)
+        _emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
+    try:
+        worker = SyncWorker(ledger, ledger.index(), options=options, metrics=worker_metrics)
+        worker.follow(poll=poll, stop=stop)
+    finally:
+        if server is not None:
+            server.close()
 
 
 # -- the demo -----------------------------------------------------------------------------------
@@ -708,11 +752,17 @@ def metrics(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Prometheus text exposition of counts, ages and lag."""
 
     def action(s: Session) -> Outcome:
-        from projections.metrics import collect, exposition
+        from contextlib import nullcontext
 
-        found = collect(s.ledger())
-        document = {"ok": True, "metrics": [m.to_dict() for m in found]}
-        return Outcome(document, exposition(found).rstrip("\n"))
+        from ledger.telemetry import exposition, views_registry
+        from projections.metrics import collect
+
+        ledger = s.ledger()
+        if json_output or s.json_output:
+            document = {"ok": True, "metrics": [m.to_dict() for m in collect(ledger)]}
+            return Outcome(document, "")
+        text = exposition(views_registry(lambda: nullcontext(ledger)))
+        return Outcome({"ok": True}, text.rstrip("\n"))
 
     _run(ctx, json_output, action)
 

@@ -37,7 +37,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ledger.api import Ledger
@@ -52,6 +52,9 @@ from ledger.logs import log_step, warn_step
 from ledger.names import index_path
 from ledger.ports import Database
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
+
+if TYPE_CHECKING:
+    from ledger.telemetry import WorkerMetrics
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
 
@@ -163,8 +166,11 @@ class SyncWorker:
         *,
         options: WorkerOptions | None = None,
         name: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.ledger = ledger
+        self.metrics = metrics
+        """Counters and histograms for a scrape endpoint (``ledger worker --metrics-port``)."""
         self.index = index
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
@@ -211,6 +217,13 @@ class SyncWorker:
             self.lease.release()
 
     def _pass(self, *, ignore_backoff: bool) -> PassResult:
+        started = time.perf_counter()
+        result = self._jobs_pass(ignore_backoff=ignore_backoff)
+        if self.metrics is not None and result.jobs:
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _jobs_pass(self, *, ignore_backoff: bool) -> PassResult:
         self.ledger.views.catch_up()
         now = time.time()
         jobs = [
@@ -271,6 +284,7 @@ class SyncWorker:
             try:
                 head = self.index.fetch()
             except RemoteUnavailable as exc:
+                self._remote_up(up=False)
                 self._fail(jobs, _unreadable(exc), exc.message, None)
                 return _Attempt(None, None, None)
         if head is not None:
@@ -284,12 +298,7 @@ class SyncWorker:
             f" and {len(crates) - 10} more" if len(crates) > 10 else ""
         )
         commit = self.index.commit(head, expected, message)
-        if commit is None:
-            report = PushReport("ok", "index already holds this content: nothing to push")
-            reported = "up_to_date"
-        else:
-            report = self.index.push(commit)
-            reported = report.status
+        report, reported = self._push(commit)
         for job in jobs.values():
             job.attempted(
                 remote=remote,
@@ -315,17 +324,44 @@ class SyncWorker:
         try:
             readback = self.index.read_back(target, expected) if target else None
         except RemoteUnavailable as exc:
+            self._remote_up(up=False)
+            self._read_back_outcome("unreachable")
             reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return _Attempt(head, target, None)
         if readback is not None:
             self._seen_head = readback.remote_head
+            self._remote_up(up=True)
+            self._read_back_outcome("confirmed" if readback.confirmed else "unconfirmed")
         if readback is not None and readback.confirmed:
             assert target is not None
             self._confirm(chunk, jobs, target, readback)
         else:
             self._fail(jobs, _reason(report), _detail(report, readback), readback)
         return _Attempt(head, target, readback)
+
+    def _push(self, commit: str | None) -> tuple[PushReport, str]:
+        """Push ``commit`` (None: the tree is unchanged); what the pusher said, and its status."""
+        if commit is None:
+            report = PushReport("ok", "index already holds this content: nothing to push")
+            reported = "up_to_date"
+        else:
+            pushed = time.perf_counter()
+            report = self.index.push(commit)
+            reported = report.status
+            if self.metrics is not None:
+                self.metrics.push_seconds.observe(time.perf_counter() - pushed)
+        if self.metrics is not None:
+            self.metrics.pushes.labels(reported=reported).inc()
+        return report, reported
+
+    def _remote_up(self, *, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.remote_up.set(1 if up else 0)
+
+    def _read_back_outcome(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.readbacks.labels(outcome=outcome).inc()
 
     # -- lines the ledger cannot account for ---------------------------------------------
 
@@ -390,6 +426,8 @@ class SyncWorker:
                 # Recorded already: look again later without recording the same finding twice.
                 self._held_until[open_job.job] = next_check
                 continue
+            if self.metrics is not None:
+                self.metrics.held.inc()
             job.held(
                 crate=crate,
                 path=finding.path,
@@ -426,6 +464,11 @@ class SyncWorker:
         log_step(
             "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)
         )
+        if self.metrics is not None:
+            now = time.time()
+            self.metrics.confirmed.inc(len(jobs))
+            for job_id in jobs:
+                self.metrics.latency.observe(max(0.0, now - by_job[job_id].enqueued_at))
 
     def _fail(
         self, jobs: dict[UUID, SyncJob], reason: str, detail: str | None, readback: ReadBack | None
@@ -445,6 +488,8 @@ class SyncWorker:
                     next_retry=self.options.next_retry(failures, now),
                 )
         warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
+        if self.metrics is not None:
+            self.metrics.failures.labels(reason=reason).inc()
 
 
 def _unreadable(exc: RemoteUnavailable) -> str:

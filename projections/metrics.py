@@ -1,14 +1,13 @@
-"""Prometheus text exposition of the ledger's counts, ages and lag, read from the views.
+"""The ledger's counts, ages and lag, read from the views, as metric families.
 
-Every metric is a gauge named ``ledger_*``. The projection lag is measured before the views are
-caught up (it says how far behind they were when scraped); every other figure is read after, so
-it describes the whole log.
+Every metric is a gauge named ``ledger_*`` (``ledger.telemetry`` exposes them in Prometheus text
+with the worker's own counters). The projection lag is measured before the views are caught up
+(it says how far behind they were when scraped); every other figure is read after, so it
+describes the whole log.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,7 +62,7 @@ def collect(ledger: Ledger, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
             [({"class": cls}, counts[cls]) for cls in CLASSES],
         ),
         Metric(
-            "ledger_versions_total",
+            "ledger_versions",
             "Versions the registry recorded, by state.",
             [({"state": state}, count) for state, count in by_state.items()],
         ),
@@ -90,40 +89,3 @@ def collect(ledger: Ledger, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
         ),
         Metric("ledger_log_position", "The last position in the event log.", [({}, ledger.views.head())]),
     ]
-
-
-def exposition(metrics: Iterable[Metric]) -> str:
-    """The Prometheus text exposition format (version 0.0.4) of these metrics."""
-    lines: list[str] = []
-    for metric in metrics:
-        lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
-        lines.append(f"# TYPE {metric.name} {metric.type}")
-        for labels, value in metric.samples:
-            shown = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            lines.append(
-                f"{metric.name}{{{shown}}} {_number(value)}" if shown else f"{metric.name} {_number(value)}"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def render_metrics(ledger: Ledger) -> str:
-    """The ledger's metrics as Prometheus text."""
-    return exposition(collect(ledger))
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -530,8 +530,8 @@ class TestMaintenance:
         published(cli, line("kaze", "0.1.6"))
         result = cli("metrics")
         assert result.exit_code == 0
-        assert "# TYPE ledger_queue_depth gauge\nledger_queue_depth 1\n" in result.stdout
-        assert 'ledger_versions_out_of_sync{class="pending"} 1' in result.stdout
+        assert "# TYPE ledger_queue_depth gauge\nledger_queue_depth 1.0\n" in result.stdout
+        assert 'ledger_versions_out_of_sync{class="pending"} 1.0' in result.stdout
         metrics = {m["name"]: m for m in document(cli("metrics", "--json"))["metrics"]}
         assert metrics["ledger_queue_depth"]["samples"] == [{"labels": {}, "value": 1}]
 

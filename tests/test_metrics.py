@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 from uuid import uuid4
 
@@ -15,16 +16,19 @@ from ledger.application import Receipt
 from ledger.bootstrap import open_ledger
 from ledger.names import collision_key, index_path
 from ledger.settings import Settings
+from ledger.telemetry import exposition, views_registry
 from projections.consistency import CLASSES
-from projections.metrics import Metric, exposition, render_metrics
 
 ACTOR = "alice"
 LineFactory = Callable[..., dict[str, Any]]
 SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)")
 LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 NAMED = {
+    "ledger_store_up",
+    "ledger_scans_total",
+    "ledger_repairs_total",
     "ledger_versions_out_of_sync",
-    "ledger_versions_total",
+    "ledger_versions",
     "ledger_oldest_pending_age_seconds",
     "ledger_queue_depth",
     "ledger_oldest_open_job_age_seconds",
@@ -63,6 +67,11 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         labels = tuple(sorted((m["key"], m["value"]) for m in LABEL.finditer(match["labels"] or "")))
         samples[(name, labels)] = float(match["value"])
     return samples
+
+
+def render_metrics(ledger: Ledger) -> str:
+    """What ``ledger metrics`` prints: the views' figures in Prometheus text."""
+    return exposition(views_registry(lambda: nullcontext(ledger)))
 
 
 def _commit() -> str:
@@ -111,20 +120,9 @@ class TestExposition:
         for cls in CLASSES:
             assert samples[("ledger_versions_out_of_sync", (("class", cls),))] == 0
         for state in ("published", "yanked", "deleted"):
-            assert samples[("ledger_versions_total", (("state", state),))] == 0
+            assert samples[("ledger_versions", (("state", state),))] == 0
+        assert samples.pop(("ledger_store_up", ())) == 1
         assert all(value == 0 for value in samples.values())
-
-    def test_labels_and_values_are_escaped_and_formatted(self) -> None:
-        """Label values are escaped, integers print without a decimal point, other floats in full."""
-        text = exposition(
-            [Metric("ledger_x", 'help with "quotes"\nand lines', [({"k": 'a"b\\c\nd'}, 2.0), ({}, 0.25)])]
-        )
-        assert text == (
-            '# HELP ledger_x help with "quotes"\\nand lines\n'
-            "# TYPE ledger_x gauge\n"
-            'ledger_x{k="a\\"b\\\\c\\nd"} 2\n'
-            "ledger_x 0.25\n"
-        )
 
 
 class TestCounts:
@@ -160,7 +158,7 @@ class TestCounts:
             "yank_mismatch": 1,
             "content_mismatch": 0,
         }
-        assert {s: value("ledger_versions_total", state=s) for s in ("published", "yanked", "deleted")} == {
+        assert {s: value("ledger_versions", state=s) for s in ("published", "yanked", "deleted")} == {
             "published": 5,
             "yanked": 1,
             "deleted": 1,

@@ -68,6 +68,12 @@ def notifications_with_topic(db: Database, topic: str) -> Iterator[Notification]
         last = rows[-1][0]
 
 
+def count_with_topic(db: Database, topic: str) -> int:
+    """How many stored events have this topic."""
+    table = EVENTS_TABLE[db.dialect]
+    return int(db.query(f"SELECT COUNT(*) FROM {table} WHERE topic = ?", (topic,))[0][0])
+
+
 LogRow = tuple[int, str, str, bytes]
 """A stored event as the views read it: position, originator id as stored (text), topic, state."""
 
