@@ -21,6 +21,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ import typer
 
 from ledger.errors import Invalid, InvalidLine, LedgerError, RemoteUnavailable
 from ledger.index_format import MAX_LINE_BYTES
+from ledger.logs import TextFormatter
+from ledger.progress import TerminalProgress, reporting
 from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings, redact
 from ledger.timeparse import parse_duration, parse_moment, parse_time
 
@@ -69,10 +72,11 @@ class Session:
     input, usage errors) never touch it.
     """
 
-    def __init__(self, settings: Settings, actor: str, *, json_output: bool) -> None:
+    def __init__(self, settings: Settings, actor: str, *, json_output: bool, quiet: bool = False) -> None:
         self.settings = settings
         self.actor = actor
         self.json_output = json_output
+        self.quiet = quiet
         self._ledger: Ledger | None = None
 
     def ledger(self) -> Ledger:
@@ -143,7 +147,8 @@ def _run(ctx: typer.Context, json_flag: bool, action: Callable[[Session], Outcom
     session = _session(ctx)
     as_json = json_flag or session.json_output
     try:
-        outcome = action(session)
+        with reporting(_progress(session, as_json=as_json)):
+            outcome = action(session)
     except Exception as exc:  # noqa: BLE001  (every failure becomes one message and an exit code)
         _emit(f"error: {_one_line(exc)}", err=True)
         if as_json:
@@ -157,6 +162,13 @@ def _run(ctx: typer.Context, json_flag: bool, action: Callable[[Session], Outcom
         _emit(note, err=True)
     if outcome.code:
         raise typer.Exit(outcome.code)
+
+
+def _progress(session: Session, *, as_json: bool) -> TerminalProgress | None:
+    """A progress line on stderr for long work: only on a terminal, never with --json or --quiet."""
+    if as_json or session.quiet or not sys.stderr.isatty():
+        return None
+    return TerminalProgress(sys.stderr)
 
 
 # -- logging ------------------------------------------------------------------------------------
@@ -173,13 +185,26 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
+LOG_FORMATS = ("json", "text")
+
+
 def _configure_logging(ctx: typer.Context, *, verbose: bool) -> None:
-    """The ``ledger`` logger's JSON lines on stderr: INFO with ``--verbose``, else WARNING."""
+    """The ``ledger`` logger on stderr: JSON lines (``LEDGER_LOG_FORMAT=text``: ``step key=value``),
+    at ``LEDGER_LOG_LEVEL`` when set, else INFO with ``--verbose`` and WARNING without."""
     logger = logging.getLogger("ledger")
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    log_format = os.environ.get("LEDGER_LOG_FORMAT", "json").strip().lower()
+    if log_format not in LOG_FORMATS:
+        msg = f"LEDGER_LOG_FORMAT must be json or text, not {log_format!r}"
+        raise Invalid(msg, variable="LEDGER_LOG_FORMAT")
+    handler.setFormatter(TextFormatter() if log_format == "text" else logging.Formatter("%(message)s"))
+    level_name = os.environ.get("LEDGER_LOG_LEVEL", "").strip().upper()
+    level = logging.getLevelNamesMapping().get(level_name) if level_name else None
+    if level_name and level is None:
+        msg = f"LEDGER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level_name!r}"
+        raise Invalid(msg, variable="LEDGER_LOG_LEVEL")
     previous = logger.level
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.setLevel(level if level is not None else logging.INFO if verbose else logging.WARNING)
     logger.addHandler(handler)
 
     def restore() -> None:
@@ -246,15 +271,23 @@ def callback(
         bool,
         typer.Option("--verbose", "-v", help="Log each step as a JSON line on stderr."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress display on stderr for long work."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Record every publication as an event; audit, explain and repair the index from them."""
-    _configure_logging(ctx, verbose=verbose)
+    try:
+        _configure_logging(ctx, verbose=verbose)
+    except Invalid as exc:
+        _emit(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     settings = Settings.from_env(store=store, remote=remote or None, branch=branch)
-    session = Session(settings, actor or _default_actor(), json_output=json_output)
+    session = Session(settings, actor or _default_actor(), json_output=json_output, quiet=quiet)
     ctx.obj = session
     ctx.call_on_close(session.close)
 

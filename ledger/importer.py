@@ -48,6 +48,7 @@ from ledger.errors import Invalid, InvalidLine, NotFound
 from ledger.index_format import parse_file
 from ledger.logs import log_step
 from ledger.names import crate_from_path, index_path, layout_problem
+from ledger.progress import report
 from ledger.settings import check_remote_url, redact
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ def import_index(
             for path, what in sorted(odd.items()):
                 adoption.refuse_path(path, f"{path} is {what}: not adopted")
             paths = [p for p in adoption.crate_paths(index.changed_paths(None, head)) if p not in odd]
+            adoption.total = len(paths)
             count = READ_PROCESSES if readers is None else readers
             with _fewer_collections():
                 if count > 1 and len(paths) >= PARALLEL_FILES:
@@ -405,6 +407,8 @@ class _Adoption:
         self.events_per_save = events_per_save
         self.chunk: dict[str, _CrateFile] = {}
         self.chunk_events = 0
+        self.total: int | None = None
+        """Crate files to read, for the progress display (None: unknown)."""
 
     def crate_paths(self, paths: Iterable[str]) -> list[str]:
         """The crate files among ``paths``; the others (but ``config.json``) count as ignored."""
@@ -425,6 +429,7 @@ class _Adoption:
     def run(self, files: Iterable[_CrateFile]) -> None:
         for crate_file in files:
             self.result.files += 1
+            report("import: crate files", self.result.files, self.total)
             self.result.lines += crate_file.read
             for number, error in crate_file.refused:
                 self._refuse(crate_file.path, number, error)

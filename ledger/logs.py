@@ -24,4 +24,23 @@ def warn_step(step: str, /, **fields: Any) -> None:
 def _log(level: int, step: str, fields: dict[str, Any]) -> None:
     if logger.isEnabledFor(level):
         payload = {"step": step, **{k: v for k, v in fields.items() if v is not None}}
-        logger.log(level, redact(json.dumps(payload, default=str, sort_keys=False)))
+        logger.log(
+            level, redact(json.dumps(payload, default=str, sort_keys=False)), extra={"ledger_step": payload}
+        )
+
+
+class TextFormatter(logging.Formatter):
+    """``LEVEL step key=value ...`` for people reading a terminal (``LEDGER_LOG_FORMAT=text``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = getattr(record, "ledger_step", None)
+        if not isinstance(payload, dict):
+            return f"{record.levelname.lower()} {record.getMessage()}"
+        step = payload.get("step", "")
+        rest = " ".join(f"{k}={_text(v)}" for k, v in payload.items() if k != "step")
+        return redact(f"{record.levelname.lower()} {step} {rest}".rstrip())
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (" " in text or not text) else text

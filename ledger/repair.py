@@ -36,6 +36,7 @@ from ledger.lease import Lease
 from ledger.logs import log_step
 from ledger.names import collision_key, crate_from_path, index_path
 from ledger.ports import Database
+from ledger.progress import report
 from ledger.restore import adopt_lost_lines, find_lost_lines
 from ledger.scan import (
     CONFIG_PATH,
@@ -261,7 +262,8 @@ class _Planner:
         scope: Scope = {}
         own_seen: set[str] = set()
         config = False
-        for path, (formed, fp, name, key), data in _file_shapes(index, head):
+        for read, (path, (formed, fp, name, key), data) in enumerate(_file_shapes(index, head), start=1):
+            report("repair: reading the index", read)
             if path == CONFIG_PATH:
                 config = True
                 continue
@@ -277,10 +279,13 @@ class _Planner:
             if fp is not None and key not in own_seen:
                 scope.setdefault(key, {})[index_path(name)] = None
         result.config = not config
+        planned = 0
         for chunk in chunks(sorted(scope)):
             found = load_registered(self.db, chunk, with_lines=True)
             for key in chunk:
                 self._plan_crate(key, scope[key], found.get(key), result)
+            planned += len(chunk)
+            report("repair: planning crate files", planned, len(scope))
         return result
 
     def _plan_crate(

@@ -37,6 +37,7 @@ from ledger.index_format import parse_line
 from ledger.logs import log_step
 from ledger.names import collision_key, crate_from_path, index_path
 from ledger.ports import Database
+from ledger.progress import report
 from ledger.settings import redact
 from ledger.versions import parse_version
 from projections.queries import VersionRow
@@ -497,6 +498,7 @@ def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findi
         if name is None:
             continue
         files += 1
+        report("scan: crate files", files)
         present.add(path)
         key = collision_key(name)
         registered = registry.get(key)

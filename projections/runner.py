@@ -20,6 +20,7 @@ from datetime import datetime
 from ledger.application import PublicationLedger
 from ledger.errors import LedgerError
 from ledger.ports import Cursor, Database
+from ledger.progress import report
 from ledger.stores.events import LogRow, log_rows
 from projections.schema import (
     INDEXES,
@@ -212,6 +213,7 @@ class ViewRunner:
         this process, and a reading thread there only contends for the interpreter with the
         writing one (a rebuild of the baseline import took 13 % longer with it, and 35 % more CPU)."""
         read_ahead = self.db.dialect == "postgresql"
+        total = until if until is not None else self.head()
         ahead: Future[list[Event]] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="views-reader") as reader:
             while True:
@@ -234,6 +236,7 @@ class ViewRunner:
                     ahead = reader.submit(self._read, events[-1][0], until)
                 if self._apply(start, events):
                     start = events[-1][0]
+                    report("views: events", start, total)
                 else:  # another runner applied it first: go on from where it got to
                     ahead = None
                     start = self.position()

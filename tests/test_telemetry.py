@@ -9,6 +9,7 @@ metrics`` (when installed) accepts what the endpoint serves.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -138,3 +139,44 @@ def test_promtool_refuses_a_broken_exposition() -> None:
         ["promtool", "check", "metrics"], input=broken, capture_output=True, text=True, check=False
     )
     assert checked.returncode != 0
+
+
+class TestLogsAndVersion:
+    def test_version(self) -> None:
+        from importlib.metadata import version
+
+        from typer.testing import CliRunner
+
+        from ledger.cli import app
+
+        result = CliRunner().invoke(app, ["--version"])
+        assert (result.exit_code, result.stdout) == (0, f"ledger {version('ledger')}\n")
+
+    def test_log_format_and_level_from_the_environment(self, tmp_path: Path) -> None:
+        from typer.testing import CliRunner
+
+        from ledger.cli import app
+
+        store = f"sqlite:///{tmp_path / 'l.db'}"
+        line = (
+            '{"name":"kaze","vers":"0.1.6","deps":[],"cksum":"'
+            + "6f" * 32
+            + '","features":{},"yanked":false}'
+        )
+        runner = CliRunner()
+        text = runner.invoke(
+            app,
+            ["--store", store, "publish", "-"],
+            input=line,
+            env={"LEDGER_LOG_FORMAT": "text", "LEDGER_LOG_LEVEL": "info"},
+        )
+        assert text.exit_code == 0, text.stderr
+        assert "info VersionPublished crate=kaze version=0.1.6 actor=" in text.stderr
+        jsonl = runner.invoke(
+            app, ["--store", store, "yank", "kaze", "0.1.6"], env={"LEDGER_LOG_LEVEL": "INFO"}
+        )
+        logged = [json.loads(row) for row in jsonl.stderr.splitlines() if row.startswith("{")]
+        assert any(r["step"] == "VersionYanked" and r["crate"] == "kaze" for r in logged)
+        bad = runner.invoke(app, ["--store", store, "audit"], env={"LEDGER_LOG_FORMAT": "xml"})
+        assert bad.exit_code == 2
+        assert "LEDGER_LOG_FORMAT must be json or text, not 'xml'" in bad.stderr
