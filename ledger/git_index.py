@@ -427,13 +427,17 @@ class GitIndex:
 
     def entry_kind(self, commit: str | None, path: str) -> str | None:
         """What ``path`` is in ``commit``: ``file``, ``symlink``, ``directory``, ``submodule``, or None."""
+        entry = self._entry(commit, path)
+        return None if entry is None else _kind(entry.filemode)
+
+    def _entry(self, commit: str | None, path: str) -> pygit2.Object | None:
+        """The tree entry at ``path`` in ``commit``; None when commit is None or it is absent."""
         if commit is None:
             return None
         try:
-            entry = self._commit(commit).tree[path]
+            return self._commit(commit).tree[path]
         except KeyError:
             return None
-        return _kind(entry.filemode)
 
     def odd_entries(self, commit: str) -> dict[str, str]:
         """Entries that are not regular files where a crate file or ``config.json`` would be:
@@ -461,12 +465,7 @@ class GitIndex:
     def read_blob(self, commit: str | None, path: str) -> bytes | None:
         """The content of ``path`` in ``commit``; None when commit is None or the path is absent."""
         _split_path(path)
-        if commit is None:
-            return None
-        try:
-            entry = self._commit(commit).tree[path]
-        except KeyError:
-            return None
+        entry = self._entry(commit, path)
         return entry.data if isinstance(entry, pygit2.Blob) else None
 
     def commit(
