@@ -688,15 +688,13 @@ def worker(
                 notes,
                 code=int(result.open_left > 0),
             )
-        _follow(ledger, options, poll, s.settings, (metrics_host, metrics_port))
+        _follow(ledger, options, poll, (metrics_host, metrics_port))
         return Outcome({"ok": True, "stopped": True}, "worker stopped")
 
     _run(ctx, json_output, action)
 
 
-def _follow(
-    ledger: Ledger, options: Any, poll: float, settings: Settings, metrics_at: tuple[str, int | None]
-) -> None:
+def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, int | None]) -> None:
     """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock.
 
     With a metrics port, ``GET /metrics`` is served for as long as the worker runs, store or
@@ -715,7 +713,7 @@ def _follow(
     if port is not None:
         from ledger.telemetry import serve_metrics, worker_registry
 
-        registry, worker_metrics = worker_registry(settings)
+        registry, worker_metrics = worker_registry(ledger.settings)
         server = serve_metrics(registry, port, host)
         _emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
     try:

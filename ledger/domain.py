@@ -300,8 +300,12 @@ class SyncJob(Aggregate):
         reason: str,
         next_retry: float | None,
     ) -> None:
-        self.holds = getattr(self, "holds", 0) + 1
+        self.holds = self.hold_count() + 1
         self.held_for = list(foreign)
+
+    def hold_count(self) -> int:
+        """How many holds were recorded (0 for a job restored from a snapshot taken before any)."""
+        return int(getattr(self, "holds", 0))
 
     def last_held_for(self) -> list[str] | None:
         """The foreign lines of the last hold, None when an attempt came after it (or none)."""

@@ -430,6 +430,15 @@ class GitIndex:
         entry = self._entry(commit, path)
         return None if entry is None else _kind(entry.filemode)
 
+    def read_file(self, commit: str | None, path: str) -> tuple[str | None, bytes | None]:
+        """What ``path`` is in ``commit`` (see :meth:`entry_kind`) and, for a regular file, its
+        content: one lookup for a writer that must know both."""
+        entry = self._entry(commit, path)
+        if entry is None:
+            return None, None
+        kind = _kind(entry.filemode)
+        return kind, entry.data if kind == "file" and isinstance(entry, pygit2.Blob) else None
+
     def _entry(self, commit: str | None, path: str) -> pygit2.Object | None:
         """The tree entry at ``path`` in ``commit``; None when commit is None or it is absent."""
         if commit is None:
@@ -439,26 +448,33 @@ class GitIndex:
         except KeyError:
             return None
 
-    def odd_entries(self, commit: str) -> dict[str, str]:
-        """Entries that are not regular files where a crate file or ``config.json`` would be:
-        path -> what it is (a symbolic link and its target, a directory, a submodule)."""
-        found: dict[str, str] = {}
-        self._odd(self._commit(commit).tree, "", found)
-        return found
+    def tree_files(self, commit: str) -> tuple[list[str], dict[str, str]]:
+        """In one walk of ``commit``: the sorted paths of its files (blobs), and the entries that
+        are not regular files where a crate file or ``config.json`` would be (path -> what it
+        is: a symbolic link and its target, a directory, a submodule)."""
+        files: list[str] = []
+        odd: dict[str, str] = {}
+        self._walk_files(self._commit(commit).tree, "", files, odd)
+        return sorted(files), odd
 
-    def _odd(self, tree: pygit2.Tree, prefix: str, found: dict[str, str]) -> None:
+    def _walk_files(self, tree: pygit2.Tree, prefix: str, files: list[str], found: dict[str, str]) -> None:
         for entry in tree:
             path = f"{prefix}{entry.name}"
             kind = _kind(entry.filemode)
+            if kind == "file":
+                files.append(path)
+                continue
             index_file = path == "config.json" or crate_from_path(path) is not None
             if kind == "directory":
                 if index_file:
                     found[path] = "a directory, not a file"
                 assert isinstance(entry, pygit2.Tree)
-                self._odd(entry, f"{path}/", found)
+                self._walk_files(entry, f"{path}/", files, found)
             elif kind == "symlink" and index_file:
                 target = self._repo[entry.id].peel(pygit2.Blob).data[:200].decode("utf-8", "replace")
                 found[path] = f"a symbolic link (to {target!r}), which the ledger never follows"
+            elif kind == "symlink":
+                files.append(path)  # a blob elsewhere in the tree: counted with the other files
             elif kind == "submodule" and index_file:
                 found[path] = "a submodule, not a file"
 

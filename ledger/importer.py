@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 ACTOR = IMPORT_ACTOR
 METHOD = "import: read from the remote"
 CONFIG_PATH = "config.json"
+EVENTS_PER_SAVE = 20_000
 EVENTS_PER_FILE = 4  # beside one per line: registered, enqueued, confirmed, completed
 MAX_READ_PROCESSES = 4
 READ_PROCESSES = min(os.cpu_count() or 1, MAX_READ_PROCESSES)
@@ -171,7 +172,7 @@ def import_index(
     *,
     branch: str | None = None,
     clone_dir: Path | None = None,
-    events_per_save: int = 20_000,
+    events_per_save: int = EVENTS_PER_SAVE,
     readers: int | None = None,
 ) -> ImportResult:
     """Adopt the cargo index at ``source`` (a path, file://, git:// or http(s):// URL).
@@ -209,10 +210,10 @@ def import_index(
             result.head = head
             check_config(index.read_blob(head, CONFIG_PATH), shown)
             adoption = _Adoption(ledger, result, head, events_per_save)
-            odd = index.odd_entries(head)
+            files, odd = index.tree_files(head)
             for path, what in sorted(odd.items()):
                 adoption.refuse_path(path, f"{path} is {what}: not adopted")
-            paths = [p for p in adoption.crate_paths(index.changed_paths(None, head)) if p not in odd]
+            paths = adoption.crate_paths(files)
             adoption.total = len(paths)
             count = READ_PROCESSES if readers is None else readers
             with _fewer_collections():
@@ -246,7 +247,7 @@ def adopt_files(ledger: Ledger, source: str, head: str, files: dict[str, bytes])
     confirmed at ``head`` with the file as read.
     """
     result = ImportResult(source=redact(source), head=head)
-    _Adoption(ledger, result, head, events_per_save=20_000).run(
+    _Adoption(ledger, result, head, EVENTS_PER_SAVE).run(
         read_crate_file(path, data) for path, data in files.items()
     )
     log_step(

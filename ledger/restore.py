@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.domain import IMPORT_ACTOR, SyncJob
-from ledger.errors import InvalidLine
 from ledger.foreign import find_foreign
-from ledger.index_format import parse_line
 from ledger.names import collision_key, crate_from_path, index_path
 from ledger.scan import numbered_lines
 from ledger.stores.events import notifications_with_topic
-from projections.queries import live_versions_of
+from projections.queries import VersionRow, live_versions_of
 
 if TYPE_CHECKING:
     from ledger.api import Ledger
@@ -81,6 +79,8 @@ def find_lost_lines(ledger: Ledger, index: GitIndex, head: str | None) -> list[L
     if head is None:
         return []
     lost: dict[tuple[str, str], LostLine] = {}
+    recorded: dict[str, list[VersionRow]] = {}
+    at_head: dict[str, tuple[set[bytes], set[str]]] = {}
     for commit, parent in ledger_commits(ledger):
         if not index.holds_ancestor(head, commit) or not index.has_commit(parent):
             continue  # never landed (or its parent is unknown here): it removed nothing
@@ -89,16 +89,28 @@ def find_lost_lines(ledger: Ledger, index: GitIndex, head: str | None) -> list[L
             if name is None:
                 continue
             key = collision_key(name)
-            recorded = live_versions_of(ledger.db, [key], with_deleted=True)[key]
-            found = find_foreign(key, path, raw + b"\n", recorded)
+            if key not in recorded:
+                recorded[key] = live_versions_of(ledger.db, [key], with_deleted=True)[key]
+            found = find_foreign(key, path, raw + b"\n", recorded[key])
             if not found.foreign:
                 continue  # the ledger has a record of that version: its events explain the change
             line = found.foreign[0]
             slot = (path, line.version or raw.decode("utf-8", "replace"))
-            if slot in lost or _still_there(index, head, path, raw, line.version):
-                continue
+            if path not in at_head:
+                at_head[path] = _lines_and_versions(key, path, index.read_blob(head, path), recorded[key])
+            lines, versions = at_head[path]
+            if slot in lost or raw in lines or line.version in versions:
+                continue  # already found, or the index holds that line or its version today
             lost[slot] = LostLine(name, line.version, path, raw, commit, parent, line.adoptable, line.why_not)
     return list(lost.values())
+
+
+def _lines_and_versions(
+    key: str, path: str, data: bytes | None, recorded: list[VersionRow]
+) -> tuple[set[bytes], set[str]]:
+    """The lines of a crate file, and the versions of those that can be read."""
+    entries = find_foreign(key, path, data, recorded).entries
+    return {raw for _, raw in numbered_lines(data)}, {entry[0] for entry in entries}
 
 
 def _removed_lines(index: GitIndex, parent: str, commit: str) -> Iterator[tuple[str, bytes]]:
@@ -113,20 +125,6 @@ def _removed_lines(index: GitIndex, parent: str, commit: str) -> Iterator[tuple[
                 after[raw] -= 1
             else:
                 yield path, raw
-
-
-def _still_there(index: GitIndex, head: str, path: str, raw: bytes, version: str | None) -> bool:
-    """The index holds the line, or another line of its version, at ``head``."""
-    for _, line in numbered_lines(index.read_blob(head, path)):
-        if line == raw:
-            return True
-        if version is not None:
-            try:
-                if parse_line(line).vers == version:
-                    return True
-            except InvalidLine:
-                continue
-    return False
 
 
 def adopt_lost_lines(ledger: Ledger, lines: list[LostLine]) -> int:

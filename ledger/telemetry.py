@@ -42,6 +42,11 @@ LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 360
 class WorkerMetrics:
     """The worker's own counters, histograms and gauges, registered in ``registry``."""
 
+    @classmethod
+    def unregistered(cls) -> WorkerMetrics:
+        """Metrics nobody scrapes (a worker without an endpoint counts all the same)."""
+        return cls(CollectorRegistry(auto_describe=False))
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.pushes = Counter(
             "ledger_pushes",

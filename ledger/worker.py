@@ -37,7 +37,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from ledger.api import Ledger
@@ -51,10 +51,8 @@ from ledger.lease import Lease
 from ledger.logs import log_step, warn_step
 from ledger.names import index_path
 from ledger.ports import Database
+from ledger.telemetry import WorkerMetrics
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
-
-if TYPE_CHECKING:
-    from ledger.telemetry import WorkerMetrics
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
 
@@ -169,8 +167,8 @@ class SyncWorker:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.ledger = ledger
-        self.metrics = metrics
-        """Counters and histograms for a scrape endpoint (``ledger worker --metrics-port``)."""
+        self.metrics = metrics if metrics is not None else WorkerMetrics.unregistered()
+        """Counters and histograms, exposed when given (``ledger worker --metrics-port``)."""
         self.index = index
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
@@ -219,7 +217,7 @@ class SyncWorker:
     def _pass(self, *, ignore_backoff: bool) -> PassResult:
         started = time.perf_counter()
         result = self._jobs_pass(ignore_backoff=ignore_backoff)
-        if self.metrics is not None and result.jobs:
+        if result.jobs:
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -284,7 +282,7 @@ class SyncWorker:
             try:
                 head = self.index.fetch()
             except RemoteUnavailable as exc:
-                self._remote_up(up=False)
+                self.metrics.remote_up.set(0)
                 self._fail(jobs, _unreadable(exc), exc.message, None)
                 return _Attempt(None, None, None)
         if head is not None:
@@ -324,15 +322,15 @@ class SyncWorker:
         try:
             readback = self.index.read_back(target, expected) if target else None
         except RemoteUnavailable as exc:
-            self._remote_up(up=False)
-            self._read_back_outcome("unreachable")
+            self.metrics.remote_up.set(0)
+            self.metrics.readbacks.labels(outcome="unreachable").inc()
             reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return _Attempt(head, target, None)
         if readback is not None:
             self._seen_head = readback.remote_head
-            self._remote_up(up=True)
-            self._read_back_outcome("confirmed" if readback.confirmed else "unconfirmed")
+            self.metrics.remote_up.set(1)
+            self.metrics.readbacks.labels(outcome="confirmed" if readback.confirmed else "unconfirmed").inc()
         if readback is not None and readback.confirmed:
             assert target is not None
             self._confirm(chunk, jobs, target, readback)
@@ -349,19 +347,9 @@ class SyncWorker:
             pushed = time.perf_counter()
             report = self.index.push(commit)
             reported = report.status
-            if self.metrics is not None:
-                self.metrics.push_seconds.observe(time.perf_counter() - pushed)
-        if self.metrics is not None:
-            self.metrics.pushes.labels(reported=reported).inc()
+            self.metrics.push_seconds.observe(time.perf_counter() - pushed)
+        self.metrics.pushes.labels(reported=reported).inc()
         return report, reported
-
-    def _remote_up(self, *, up: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.remote_up.set(1 if up else 0)
-
-    def _read_back_outcome(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.readbacks.labels(outcome=outcome).inc()
 
     # -- lines the ledger cannot account for ---------------------------------------------
 
@@ -374,21 +362,22 @@ class SyncWorker:
         """
         paths = chunk.paths()
         findings: dict[str, Finding] = {}
+        files: dict[str, bytes] = {}
         for key in list(chunk.names):
-            kind = self.index.entry_kind(head, paths[key])
+            kind, data = self.index.read_file(head, paths[key])
             if kind not in (None, "file"):
                 findings[key] = Finding(paths[key], not_a_file=kind)
                 continue
-            data = self.index.read_blob(head, paths[key])
             finding = find_foreign(key, paths[key], data, chunk.recorded[key])
             if finding.held:
                 findings[key] = finding
+                files[paths[key]] = data or b""
         if not findings:
             return
         if self.options.adopt_foreign:
             adoptable = {key: f for key, f in findings.items() if f.adoptable}
             if adoptable:
-                files = {f.path: self.index.read_blob(head, f.path) or b"" for f in adoptable.values()}
+                files = {f.path: files[f.path] for f in adoptable.values()}
                 adopted = adopt_files(self.ledger, self.index.remote_url, head, files)
                 result.adopted += adopted.accepted
                 self.ledger.views.catch_up()
@@ -420,14 +409,12 @@ class SyncWorker:
             job = jobs.pop(job_id, None)
             if job is None:
                 continue
-            holds = getattr(job, "holds", 0)
-            next_check = self.options.next_retry(holds + 1, now)
+            next_check = self.options.next_retry(job.hold_count() + 1, now)
             if job.last_held_for() == finding.labels:
                 # Recorded already: look again later without recording the same finding twice.
                 self._held_until[open_job.job] = next_check
                 continue
-            if self.metrics is not None:
-                self.metrics.held.inc()
+            self.metrics.held.inc()
             job.held(
                 crate=crate,
                 path=finding.path,
@@ -464,11 +451,10 @@ class SyncWorker:
         log_step(
             "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)
         )
-        if self.metrics is not None:
-            now = time.time()
-            self.metrics.confirmed.inc(len(jobs))
-            for job_id in jobs:
-                self.metrics.latency.observe(max(0.0, now - by_job[job_id].enqueued_at))
+        now = time.time()
+        self.metrics.confirmed.inc(len(jobs))
+        for job_id in jobs:
+            self.metrics.latency.observe(max(0.0, now - by_job[job_id].enqueued_at))
 
     def _fail(
         self, jobs: dict[UUID, SyncJob], reason: str, detail: str | None, readback: ReadBack | None
@@ -488,8 +474,7 @@ class SyncWorker:
                     next_retry=self.options.next_retry(failures, now),
                 )
         warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
-        if self.metrics is not None:
-            self.metrics.failures.labels(reason=reason).inc()
+        self.metrics.failures.labels(reason=reason).inc()
 
 
 def _unreadable(exc: RemoteUnavailable) -> str:
