@@ -5,10 +5,8 @@ counts only once the remote has been read back; views rebuilt from the events ma
 inconsistency between the registry and its index a query, now or as of any past moment.
 """
 
-from ledger.api import AsOf, Ledger
-from ledger.application import BulkResult, Receipt
 from ledger.bootstrap import open_ledger
-from ledger.errors import (
+from ledger.domain.errors import (
     AlreadyPublished,
     Conflict,
     InfrastructureError,
@@ -24,6 +22,8 @@ from ledger.errors import (
     RemoteUnavailable,
     StoreUnavailable,
 )
+from ledger.services.ledger import AsOf, Ledger
+from ledger.services.publishing import BulkResult, Receipt
 from ledger.settings import Settings
 
 __all__ = [

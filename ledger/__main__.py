@@ -1,6 +1,6 @@
 """``python -m ledger``: the same command line as the ``ledger`` console script."""
 
-from ledger.cli import main
+from ledger.entrypoints.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger.api import Ledger
-from ledger.application import PublicationLedger
-from ledger.errors import Invalid, LedgerError, StoreUnavailable
+from ledger.domain.errors import Invalid, LedgerError, StoreUnavailable
 from ledger.ports import Database
+from ledger.services.ledger import Ledger
+from ledger.services.publishing import PublicationLedger
 from ledger.settings import Settings, StoreURL, check_remote_url, redact
 
 if TYPE_CHECKING:
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
 
 
 def event_store_env(url: StoreURL) -> dict[str, str]:
@@ -27,7 +27,7 @@ def event_store_env(url: StoreURL) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(url.path),
             "SQLITE_LOCK_TIMEOUT": "30",
-            "APPLICATION_RECORDER_TOPIC": "ledger.stores.sqlite:ChainedSQLiteApplicationRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.adapters.stores.sqlite:ChainedSQLiteApplicationRecorder",
             "CREATE_TABLE": "y",
         }
     return {
@@ -43,7 +43,7 @@ def event_store_env(url: StoreURL) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": "30",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        "APPLICATION_RECORDER_TOPIC": "ledger.stores.postgres:ChainedPostgresApplicationRecorder",
+        "APPLICATION_RECORDER_TOPIC": "ledger.adapters.stores.postgres:ChainedPostgresApplicationRecorder",
         "CREATE_TABLE": "y",
     }
 
@@ -51,11 +51,11 @@ def event_store_env(url: StoreURL) -> dict[str, str]:
 def connect(url: StoreURL) -> Database:
     """A plain SQL connection to the store, for views, leases and audits."""
     if url.kind == "sqlite":
-        from ledger.stores.sqlite import SQLiteDatabase
+        from ledger.adapters.stores.sqlite import SQLiteDatabase
 
         assert url.path is not None
         return SQLiteDatabase(url.path)
-    from ledger.stores.postgres import PostgresDatabase
+    from ledger.adapters.stores.postgres import PostgresDatabase
 
     return PostgresDatabase(url)
 
@@ -78,7 +78,7 @@ def open_index(settings: Settings) -> GitIndex:
         msg = "no index remote: give --remote URL or set LEDGER_REMOTE"
         raise Invalid(msg, field="remote")
     check_remote_url(settings.remote)
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
 
     return GitIndex.open(
         index_dir(settings),

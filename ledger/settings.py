@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ledger.errors import Invalid
+from ledger.domain.errors import Invalid
 
 DEFAULT_STORE = "sqlite:///ledger.db"
 DEFAULT_BRANCH = "master"
@@ -130,7 +130,7 @@ class Settings:
     connect_timeout_ms: int = 5000
     timeout_ms: int = 15000
     push_with: PushClient = "auto"
-    """Who pushes to the index remote (see ``ledger.git_index``)."""
+    """Who pushes to the index remote (see ``ledger.adapters.git.index``)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

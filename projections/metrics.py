@@ -1,6 +1,6 @@
 """The ledger's counts, ages and lag, read from the views, as metric families.
 
-Every metric is a gauge named ``ledger_*`` (``ledger.telemetry`` exposes them in Prometheus text
+Every metric is a gauge named ``ledger_*`` (``ledger.adapters.telemetry`` exposes them in Prometheus text
 with the worker's own counters). The projection lag is measured before the views are caught up
 (it says how far behind they were when scraped); every other figure is read after, so it
 describes the whole log.
@@ -15,7 +15,7 @@ from projections.consistency import CLASSES
 from projections.schema import DEFAULT_GRACE_S
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
+    from ledger.services.ledger import Ledger
 
 VERSION_STATES = ("published", "yanked", "deleted")
 

@@ -17,11 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 
-from ledger.application import PublicationLedger
-from ledger.errors import LedgerError
+from ledger.adapters.stores.events import LogRow, log_rows
+from ledger.domain.errors import LedgerError
 from ledger.ports import Cursor, Database
 from ledger.progress import report
-from ledger.stores.events import LogRow, log_rows
+from ledger.services.publishing import PublicationLedger
 from projections.schema import (
     INDEXES,
     TABLES,

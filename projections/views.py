@@ -27,11 +27,11 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from ledger.domain import IMPORT_ACTOR, Crate, IndexRemote, SyncJob
-from ledger.index_format import fields_digest
-from ledger.names import collision_key
+from ledger.adapters.stores.events import LogRow
+from ledger.domain.aggregates import IMPORT_ACTOR, Crate, IndexRemote, SyncJob
+from ledger.domain.index_format import fields_digest
+from ledger.domain.names import collision_key
 from ledger.ports import CopyCursor, Cursor
-from ledger.stores.events import LogRow
 from projections.schema import unsynced_refresh
 
 # The columns each batch inserts, in the order of its rows.

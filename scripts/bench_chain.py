@@ -27,12 +27,12 @@ from _common import (
     workdir,
 )
 
-from ledger.application import PublicationLedger
+from ledger.adapters.realdata import index_line, trace
+from ledger.adapters.stores.postgres import ChainedPostgresApplicationRecorder
+from ledger.adapters.stores.sqlite import ChainedSQLiteApplicationRecorder
 from ledger.bootstrap import connect, event_store_env
-from ledger.realdata import index_line, trace
+from ledger.services.publishing import PublicationLedger
 from ledger.settings import StoreURL
-from ledger.stores.postgres import ChainedPostgresApplicationRecorder
-from ledger.stores.sqlite import ChainedSQLiteApplicationRecorder
 
 
 class UnchainedSQLite(ChainedSQLiteApplicationRecorder):

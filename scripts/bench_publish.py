@@ -5,7 +5,7 @@ For each store, in a process of its own (so peak memory is per store):
 (b) the batched path: every baseline version (1,050,952 by default) through
     ``publish_many`` with ~5000 events per save: events/s, versions/s, wall time, peak memory;
 (a) then single publishes of the first ``--single`` trace publishes (real names and versions,
-    lines from ``ledger.realdata.index_line``) on the store the import filled: p50/p99 latency.
+    lines from ``ledger.adapters.realdata.index_line``) on the store the import filled: p50/p99 latency.
 
 Usage: .venv/bin/python scripts/bench_publish.py [--store sqlite|postgresql|both|URL]...
        [--single N] [--limit N] [--events-per-save N]
@@ -47,7 +47,7 @@ MEMORY_GOAL_MIB = 1024.0
 
 def baseline_lines(limit: int | None, pool: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Numbered index lines of the baseline; ``pool`` collects the crates already passed."""
-    from ledger.realdata import baseline, index_line
+    from ledger.adapters.realdata import baseline, index_line
 
     current: str | None = None
     for number, (crate, version) in enumerate(baseline(limit), start=1):
@@ -62,9 +62,9 @@ def baseline_lines(limit: int | None, pool: list[str]) -> Iterator[tuple[int, di
 
 def measure(url: str, single: int, limit: int | None, events_per_save: int) -> dict[str, Any]:
     """Both measurements on one store (run in a child process)."""
+    from ledger.adapters.realdata import ReadStats, index_line, trace
     from ledger.bootstrap import open_ledger
-    from ledger.errors import LedgerError
-    from ledger.realdata import ReadStats, index_line, trace
+    from ledger.domain.errors import LedgerError
     from ledger.settings import Settings
 
     out: dict[str, Any] = {"url": url}

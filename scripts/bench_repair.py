@@ -4,7 +4,7 @@ For each store, against git:// remotes served by ``RemoteServer(protocol="git")`
 (``python -m ledger.testing.remote serve``, each in a process of its own, as a remote would be),
 and with every step below in a process of its own (so each reports its own peak memory):
 
-1. **import**: the baseline (138,913 crate files rendered by ``ledger.realdata.baseline_files``,
+1. **import**: the baseline (138,913 crate files rendered by ``ledger.adapters.realdata.baseline_files``,
    plus ``config.json``, built once with ``GitIndex.build_commit``) is served by remote A and
    adopted with ``import_index`` over git:// into an empty store: lines/s, peak memory.
 2. **repair**: a first ``repair --remove-phantoms`` brings the ledger's empty clone up to date and
@@ -212,8 +212,8 @@ def run_repairs(url: str, remote: str, bare: Path, clone: Path, lost: int, seed:
 
 def run_recovery(url: str, remote: str, bare: Path, clone: Path, libgit2: bool) -> dict[str, Any]:
     """``repair`` onto an empty remote from an empty clone, with the time of each stage."""
-    import ledger.git_index as git_index
-    import ledger.repair as repair_module
+    import ledger.adapters.git.index as git_index
+    import ledger.services.repair as repair_module
     from ledger.bootstrap import open_ledger
     from projections.runner import ViewRunner
 

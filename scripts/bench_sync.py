@@ -1,8 +1,9 @@
 """Sync benchmark on the real crates.io data: the worker against a git:// remote holding the real index.
 
-1. Seed: the whole baseline (138,913 crate files, rendered by ``ledger.realdata.baseline_files``) plus
-   ``config.json`` is built with ``GitIndex.build_commit`` straight into the bare repository of a
-   ``RemoteServer(protocol="git")`` on 127.0.0.1, then adopted with ``import_index`` (each crate's
+1. Seed: the whole baseline (138,913 crate files, rendered by
+   ``ledger.adapters.realdata.baseline_files``) plus ``config.json`` is built with
+   ``GitIndex.build_commit`` straight into the bare repository of a ``RemoteServer(protocol="git")``
+   on 127.0.0.1, then adopted with ``import_index`` (each crate's
    job confirmed against the remote head in the transaction that records it).
 2. Replay the 102-day trace (publish, yank and unyank, in order) through the ledger's publish path and
    the sync worker (``SyncWorker.run_once``) against the git:// remote:
@@ -63,9 +64,9 @@ from _common import (
 )
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
-    from ledger.git_index import GitIndex
-    from ledger.realdata import TraceEvent
+    from ledger.adapters.git.index import GitIndex
+    from ledger.adapters.realdata import TraceEvent
+    from ledger.services.ledger import Ledger
 
 ACTOR = "bench"
 BRANCH = "master"
@@ -86,8 +87,8 @@ def seed_git(repo_dir: Path, limit: int | None) -> dict[str, Any]:
     """Build the baseline index as one commit in a new bare repository at ``repo_dir``."""
     import pygit2
 
-    from ledger.git_index import GitIndex
-    from ledger.realdata import ReadStats, baseline_files
+    from ledger.adapters.git.index import GitIndex
+    from ledger.adapters.realdata import ReadStats, baseline_files
 
     started = time.perf_counter()
     stats = ReadStats()
@@ -132,7 +133,7 @@ def seed_git(repo_dir: Path, limit: int | None) -> dict[str, Any]:
 def adopt(store: str, remote: str, clone: Path) -> dict[str, Any]:
     """``import_index`` of the served baseline into a new ledger, then the views caught up."""
     from ledger.bootstrap import open_ledger
-    from ledger.importer import import_index
+    from ledger.services.importing import import_index
 
     with open_ledger(_settings(store, remote, clone)) as ledger:
         start = time.perf_counter()
@@ -203,13 +204,13 @@ class Recorder:
         self.accepted: Counter[str] = Counter()
 
     def line(self, event: TraceEvent) -> dict[str, Any]:
-        from ledger.realdata import index_line
+        from ledger.adapters.realdata import index_line
 
         return index_line(event.crate, event.version, deps_pool=self.pool)
 
     def single(self, event: TraceEvent) -> Any:
         """One event through ``publish``/``yank``/``unyank``; the receipt, None when refused."""
-        from ledger.errors import LedgerError
+        from ledger.domain.errors import LedgerError
 
         try:
             if event.event == "publish":
@@ -267,7 +268,7 @@ class Recorder:
 
 def baseline_pool() -> list[str]:
     """The baseline's crate names in order: the dependency pool of the trace's index lines."""
-    from ledger.realdata import baseline
+    from ledger.adapters.realdata import baseline
 
     names: list[str] = []
     for crate, _ in baseline():
@@ -312,7 +313,7 @@ def _without_repeats(data: bytes) -> bytes:
     The baseline holds 726 such lines in 266 crates; ``import_index`` keeps the first line of a
     version and refuses the others, so the database view regenerates those files without them.
     """
-    from ledger.versions import parse_version
+    from ledger.domain.versions import parse_version
 
     kept: list[bytes] = []
     seen: set[str] = set()
@@ -328,8 +329,8 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
     """The audit, and crate files in the server's repository against the database view."""
     import pygit2
 
-    from ledger.crate_files import crate_file
-    from ledger.names import index_path
+    from ledger.domain.crate_files import crate_file
+    from ledger.domain.names import index_path
     from projections.queries import crate_spelling, live_versions
 
     start = time.perf_counter()
@@ -396,10 +397,10 @@ def verify(ledger: Ledger, bare: Path, touched: set[str], sample: int) -> dict[s
 
 def replay_per_job(store: str, remote: str, clone: Path, bare: Path, sample: int) -> dict[str, Any]:
     """One pass per recorded event (max_batch=1) over the first ``sample`` events of the trace."""
+    from ledger.adapters.realdata import trace
     from ledger.bootstrap import open_ledger
-    from ledger.names import collision_key
-    from ledger.realdata import trace
-    from ledger.worker import SyncWorker, WorkerOptions
+    from ledger.domain.names import collision_key
+    from ledger.services.sync import SyncWorker, WorkerOptions
 
     pool = baseline_pool()
     events = list(trace(limit=sample))
@@ -459,7 +460,7 @@ def follow(store: str, remote: str, clone: Path, max_batch: int, folder: Path) -
     """Batch mode's worker: passes back to back (``max_batch`` jobs a commit) until the publisher
     has finished and no job is left open, as ``ledger worker`` does with no pause between passes."""
     from ledger.bootstrap import open_ledger
-    from ledger.worker import SyncWorker, WorkerOptions
+    from ledger.services.sync import SyncWorker, WorkerOptions
 
     with open_ledger(_settings(store, remote, clone)) as ledger:
         index = ledger.index()
@@ -522,9 +523,9 @@ def replay_batch(
     carries them all. Latency and throughput come from the ledger's own record: each job's
     enqueue time and the time of its completion, as the queue view holds them.
     """
+    from ledger.adapters.realdata import ReadStats, trace
     from ledger.bootstrap import open_ledger
-    from ledger.names import collision_key
-    from ledger.realdata import ReadStats, trace
+    from ledger.domain.names import collision_key
 
     pool = baseline_pool()
     stats = ReadStats()
@@ -597,10 +598,10 @@ def replay_catch_up(
     store: str, remote: str, clone: Path, bare: Path, limit: int | None, max_batch: int, path: str
 ) -> dict[str, Any]:
     """The whole trace recorded first (a backlog), then one pass working it off in chunks of max_batch."""
+    from ledger.adapters.realdata import trace
     from ledger.bootstrap import open_ledger
-    from ledger.names import collision_key
-    from ledger.realdata import trace
-    from ledger.worker import SyncWorker, WorkerOptions
+    from ledger.domain.names import collision_key
+    from ledger.services.sync import SyncWorker, WorkerOptions
 
     pool = baseline_pool()
     events = list(trace(limit=limit))

@@ -2,12 +2,12 @@
 
 Setup, for each store, in a process of its own (not measured beyond its own figures):
 
-1. the baseline (138,913 crate files rendered by ``ledger.realdata.baseline_files``, plus
+1. the baseline (138,913 crate files rendered by ``ledger.adapters.realdata.baseline_files``, plus
    ``config.json``) is built once with ``GitIndex.build_commit`` into a bare repository, which
    each store gets a copy of as its index remote;
 2. ``import_index`` adopts it (each crate's job confirmed against the remote head);
 3. the whole trace is recorded in order: runs of publishes through ``publish_many`` (lines
-   from ``ledger.realdata.index_line``), yanks and unyanks one call each;
+   from ``ledger.adapters.realdata.index_line``), yanks and unyanks one call each;
 4. one worker pass (``Ledger.sync``) pushes every trace job to the remote, so the ledger and
    the index agree as they do in production.
 
@@ -52,7 +52,7 @@ from _common import (
 )
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
+    from ledger.services.ledger import Ledger
 
 ACTOR = "bench"
 BRANCH = "master"
@@ -78,7 +78,7 @@ def retrying(what: str, fn: Callable[[], T]) -> T:
     import psycopg
     from eventsourcing.persistence import PersistenceError
 
-    from ledger.errors import InfrastructureError
+    from ledger.domain.errors import InfrastructureError
 
     for attempt in range(1, RETRIES + 1):
         try:
@@ -99,9 +99,9 @@ def build_baseline_index(path: Path, limit: int | None) -> dict[str, Any]:
     """The baseline as a cargo index in a new bare repository at ``path``, branch ``master``."""
     import pygit2
 
-    from ledger.git_index import GitIndex
-    from ledger.realdata import ReadStats, baseline_files
-    from ledger.repair import config_bytes
+    from ledger.adapters.git.index import GitIndex
+    from ledger.adapters.realdata import ReadStats, baseline_files
+    from ledger.services.repair import config_bytes
 
     stats = ReadStats()
     counts = {"files": 0, "lines": 0, "bytes": 0}
@@ -163,8 +163,8 @@ def copy_repo(source: Path, target: Path) -> Path:
 def setup(url: str, remote: Path, clone: Path, trace_limit: int | None) -> dict[str, Any]:
     """Import the baseline index, record the trace, and sync it to the remote."""
     from ledger.bootstrap import open_ledger
+    from ledger.services.sync import WorkerOptions
     from ledger.settings import Settings
-    from ledger.worker import WorkerOptions
 
     out: dict[str, Any] = {}
     settings = Settings(store=url, remote=str(remote), branch=BRANCH, index_dir=clone, timeout_ms=600_000)
@@ -204,9 +204,9 @@ def record_trace(ledger: Ledger, limit: int | None) -> dict[str, Any]:
     A run of publishes is saved before a yank or unyank of one of its crates, so every change
     of a crate is recorded in the trace's order.
     """
-    from ledger.errors import LedgerError
-    from ledger.names import collision_key
-    from ledger.realdata import ReadStats, baseline, index_line, trace
+    from ledger.adapters.realdata import ReadStats, baseline, index_line, trace
+    from ledger.domain.errors import LedgerError
+    from ledger.domain.names import collision_key
 
     pool: list[str] = []
     for crate, _ in baseline():
@@ -253,10 +253,10 @@ def record_trace(ledger: Ledger, limit: int | None) -> dict[str, Any]:
 
 def measure(url: str, remote: Path, clone: Path, audits: int) -> dict[str, Any]:
     """Rebuild, audits and scans on a store the setup filled."""
+    from ledger.adapters.realdata import index_line
     from ledger.bootstrap import open_ledger
-    from ledger.realdata import index_line
+    from ledger.services.sync import WorkerOptions
     from ledger.settings import Settings
-    from ledger.worker import WorkerOptions
 
     out: dict[str, Any] = {}
     settings = Settings(store=url, remote=str(remote), branch=BRANCH, index_dir=clone, timeout_ms=600_000)

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, drop_pg_schema, machine, markdown_table, stores_from_args, workdir
 
+from ledger.adapters.realdata import index_line, trace
+from ledger.adapters.stores.lease import Lease
 from ledger.bootstrap import open_ledger
-from ledger.errors import AlreadyPublished, Conflict, LedgerError, NotFound
-from ledger.lease import Lease
-from ledger.realdata import index_line, trace
+from ledger.domain.errors import AlreadyPublished, Conflict, LedgerError, NotFound
+from ledger.services.sync import SyncWorker, WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.remote import RemoteServer
-from ledger.worker import SyncWorker, WorkerOptions
 
 LEASE_TTL = 3.0
 

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ledger.adapters.git.index import GitIndex
 from ledger.bootstrap import open_ledger
-from ledger.git_index import GitIndex
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
-from ledger.worker import WorkerOptions
 
 METHODS = {"after_commit": "commit", "after_push": "push", "after_readback": "read_back"}
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ledger.bootstrap import open_ledger
+from ledger.services.sync import SyncWorker, WorkerOptions
 from ledger.settings import Settings
-from ledger.worker import SyncWorker, WorkerOptions
 
 
 def main() -> None:

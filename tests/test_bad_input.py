@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.bootstrap import open_ledger
-from ledger.cli import app
+from ledger.entrypoints.cli import app
 from ledger.settings import Settings
 
 LineFactory = Callable[..., dict[str, Any]]

@@ -16,13 +16,13 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner, Result
 
-from ledger.api import Ledger
+from ledger.adapters.stores.events import EVENTS_TABLE, POSITION
 from ledger.bootstrap import open_ledger
-from ledger.cli import app
-from ledger.errors import Invalid
+from ledger.domain.errors import Invalid
+from ledger.entrypoints.cli import app
+from ledger.entrypoints.timeparse import parse_duration, parse_moment, parse_time
+from ledger.services.ledger import Ledger
 from ledger.settings import Settings, StoreURL
-from ledger.stores.events import EVENTS_TABLE, POSITION
-from ledger.timeparse import parse_duration, parse_moment, parse_time
 from projections.consistency import CLASSES
 
 LineFactory = Callable[..., dict[str, Any]]

@@ -10,8 +10,8 @@ import pygit2
 import pytest
 from typer.testing import CliRunner, Result
 
-from ledger.cli import app
-from ledger.git_index import GitIndex
+from ledger.adapters.git.index import GitIndex
+from ledger.entrypoints.cli import app
 from tests.conftest import make_line
 
 

@@ -26,7 +26,7 @@ LineFactory = Callable[..., dict[str, Any]]
 
 PUBLISHER = """
 import fcntl, sys
-from ledger import cli
+from ledger.entrypoints import cli
 from ledger.bootstrap import build_ledger
 from ledger.settings import Settings
 

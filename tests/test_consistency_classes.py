@@ -10,12 +10,12 @@ from typing import Any
 
 import pygit2
 
-from ledger.api import AsOf, Ledger
 from ledger.bootstrap import open_ledger
-from ledger.names import index_path
+from ledger.domain.names import index_path
+from ledger.services.ledger import AsOf, Ledger
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.tamper import push_straight
-from ledger.worker import WorkerOptions
 from projections.consistency import AuditReport, Discrepancy
 from tests.conftest import make_line
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ledger.crate_files import crate_file
-from ledger.index_format import fields_digest, render_fields
+from ledger.domain.crate_files import crate_file
+from ledger.domain.index_format import fields_digest, render_fields
 from projections.queries import VersionRow
 from tests.conftest import make_line
 

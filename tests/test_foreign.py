@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ledger.bootstrap import open_ledger
-from ledger.cli import app
-from ledger.names import index_path
+from ledger.domain.names import index_path
+from ledger.entrypoints.cli import app
 from ledger.settings import Settings
 from ledger.testing.cargo import cargo_available, resolve
 from ledger.testing.remote import RemoteServer
@@ -194,7 +194,7 @@ class TestLibrary:
         self, store_url: str, tmp_path: Path
     ) -> None:
         """A foreign line in another JSON spelling would change if rewritten: the job stays held."""
-        from ledger.worker import WorkerOptions
+        from ledger.services.sync import WorkerOptions
 
         server = RemoteServer.start(tmp_path / "remote", protocol="http")
         spaced = json.dumps(make_line("serde", "1.0.0")).encode()  # ", " and ": " separators
@@ -218,7 +218,7 @@ class TestRestoreFromHistory:
         self, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The incident as it happened before the worker compared files: found, dry run, restored."""
-        from ledger.worker import SyncWorker
+        from ledger.services.sync import SyncWorker
 
         server = RemoteServer.start(tmp_path / "remote", protocol="http")
         push_straight(server.bare_path, {"config.json": CONFIG, SERDE: OLD + b"\n"}, message="the index")

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import InvalidLine, InvalidName, InvalidVersion
-from ledger.index_format import IndexLine, parse_line
-from ledger.names import MAX_NAME_LENGTH, collision_key, crate_from_path, index_path, validate_name
-from ledger.versions import parse_version
+from ledger.domain.errors import InvalidLine, InvalidName, InvalidVersion
+from ledger.domain.index_format import IndexLine, parse_line
+from ledger.domain.names import MAX_NAME_LENGTH, collision_key, crate_from_path, index_path, validate_name
+from ledger.domain.versions import parse_version
 
 CORPUS_DIR = Path(__file__).parent / "corpus" / "index_lines"
 CORPUS = {

@@ -13,8 +13,7 @@ import pygit2
 import pytest
 from pygit2.enums import Option
 
-from ledger.errors import InfrastructureError, RemoteUnavailable
-from ledger.git_index import (
+from ledger.adapters.git.index import (
     PENDING_REF,
     READBACK_REF,
     GitIndex,
@@ -23,6 +22,7 @@ from ledger.git_index import (
     classify_error,
     strip_credentials,
 )
+from ledger.domain.errors import InfrastructureError, RemoteUnavailable
 
 UNREACHABLE_URL = "git://127.0.0.1:1/x.git"
 SECRET_URL = "http://user:secret@127.0.0.1:1/x.git"
@@ -629,7 +629,7 @@ class TestCommitObjects:
         self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The same changes give the same tree whether the new objects go loose or into a pack."""
-        import ledger.git_index as git_index
+        import ledger.adapters.git.index as git_index
 
         files = {f"{n % 7}/{n % 3}/crate{n}": f"line {n}\n".encode() for n in range(40)}
         base = index.commit(None, files, "base")
@@ -657,7 +657,7 @@ class TestCommitObjects:
     def test_small_packs_are_merged_past_the_limit(
         self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import ledger.git_index as git_index
+        import ledger.adapters.git.index as git_index
 
         if shutil.which("git") is None:
             pytest.skip("git is not installed")

@@ -24,9 +24,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.bootstrap import open_ledger
-from ledger.cli import app
-from ledger.errors import Invalid
-from ledger.names import index_path
+from ledger.domain.errors import Invalid
+from ledger.domain.names import index_path
+from ledger.entrypoints.cli import app
 from ledger.settings import Settings
 
 CLEAN_ENV = dict.fromkeys(

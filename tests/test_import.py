@@ -9,15 +9,15 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from ledger import realdata
-from ledger.api import Ledger
+from ledger.adapters import realdata
+from ledger.adapters.git.index import GitIndex
 from ledger.bootstrap import open_ledger
-from ledger.crate_files import crate_file
-from ledger.errors import NotFound, RemoteUnavailable
-from ledger.git_index import GitIndex
-from ledger.importer import METHOD, import_index
-from ledger.index_format import parse_line
-from ledger.names import collision_key, crate_from_path, index_path
+from ledger.domain.crate_files import crate_file
+from ledger.domain.errors import NotFound, RemoteUnavailable
+from ledger.domain.index_format import parse_line
+from ledger.domain.names import collision_key, crate_from_path, index_path
+from ledger.services.importing import METHOD, import_index
+from ledger.services.ledger import Ledger
 from ledger.settings import Settings
 from projections.queries import live_versions
 
@@ -239,7 +239,7 @@ def test_batched_path_across_lookahead_windows_and_saves(
     open_store: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crate whose lines span read-ahead windows and saves keeps one aggregate, in order."""
-    from ledger import application
+    from ledger.services import publishing as application
 
     monkeypatch.setattr(application, "LOOKAHEAD", 3)
     rows = list(realdata.baseline(150))

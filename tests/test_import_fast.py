@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from ledger import importer, realdata
-from ledger.api import Ledger
-from ledger.application import CheckedLine, PublicationLedger
+from ledger.adapters import realdata
 from ledger.bootstrap import open_ledger
-from ledger.domain import Crate
-from ledger.index_format import parse_line
+from ledger.domain.aggregates import Crate
+from ledger.domain.index_format import parse_line
+from ledger.services import importing as importer
+from ledger.services.ledger import Ledger
+from ledger.services.publishing import CheckedLine, PublicationLedger
 from ledger.settings import Settings
 from tests.test_import import make_source
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from ledger.bootstrap import open_ledger
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.cargo import cargo_available, resolve
 from ledger.testing.remote import Mode, RemoteServer
-from ledger.worker import WorkerOptions
 from tests.conftest import make_line
 
 INCIDENT = [("kaze", "0.1.6"), ("wasmer-runtime-core", "0.14.0"), ("wasmer-win-exception-handler", "0.14.0")]

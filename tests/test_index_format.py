@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import Invalid, InvalidLine
-from ledger.index_format import MAX_LINE_BYTES, IndexLine, parse_file, parse_line, render_file
+from ledger.domain.errors import Invalid, InvalidLine
+from ledger.domain.index_format import MAX_LINE_BYTES, IndexLine, parse_file, parse_line, render_file
 
 CKSUM = hashlib.sha256(b"serde-1.0.200.crate").hexdigest()
 

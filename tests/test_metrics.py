@@ -11,12 +11,12 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.api import Ledger
-from ledger.application import Receipt
+from ledger.adapters.telemetry import exposition, views_registry
 from ledger.bootstrap import open_ledger
-from ledger.names import collision_key, index_path
+from ledger.domain.names import collision_key, index_path
+from ledger.services.ledger import Ledger
+from ledger.services.publishing import Receipt
 from ledger.settings import Settings
-from ledger.telemetry import exposition, views_registry
 from projections.consistency import CLASSES
 
 ACTOR = "alice"

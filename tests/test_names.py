@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.errors import Invalid, InvalidName
-from ledger.names import MAX_NAME_LENGTH, collision_key, crate_from_path, index_path, validate_name
+from ledger.domain.errors import Invalid, InvalidName
+from ledger.domain.names import MAX_NAME_LENGTH, collision_key, crate_from_path, index_path, validate_name
 
 
 class TestValidateName:

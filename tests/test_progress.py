@@ -19,8 +19,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from ledger.git_index import GitIndex
-from ledger.names import index_path
+from ledger.adapters.git.index import GitIndex
+from ledger.domain.names import index_path
 from ledger.progress import TerminalProgress, report, reporting
 from tests.conftest import make_line
 

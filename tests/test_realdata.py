@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger import realdata
-from ledger.index_format import parse_file, parse_line
-from ledger.names import crate_from_path, index_path, validate_name
-from ledger.versions import parse_version
+from ledger.adapters import realdata
+from ledger.domain.index_format import parse_file, parse_line
+from ledger.domain.names import crate_from_path, index_path, validate_name
+from ledger.domain.versions import parse_version
 
 pytestmark = pytest.mark.skipif(not realdata.data_available(), reason=realdata.DATA_MISSING)
 

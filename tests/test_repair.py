@@ -11,19 +11,19 @@ from typing import Any
 import pygit2
 import pytest
 
-from ledger.api import Ledger
+from ledger.adapters.stores.lease import Lease
 from ledger.bootstrap import open_ledger
-from ledger.crate_files import crate_file
-from ledger.errors import LockHeld
-from ledger.index_format import fields_digest
-from ledger.lease import Lease
-from ledger.names import index_path
-from ledger.repair import config_bytes, rendered_lines
+from ledger.domain.crate_files import crate_file
+from ledger.domain.errors import LockHeld
+from ledger.domain.index_format import fields_digest
+from ledger.domain.names import index_path
+from ledger.services.ledger import Ledger
+from ledger.services.repair import config_bytes, rendered_lines
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
 from ledger.testing import tamper
 from ledger.testing.cargo import cargo_available, resolve
 from ledger.testing.remote import Mode, RemoteServer
-from ledger.worker import WorkerOptions
 from projections.queries import VersionRow
 from tests.conftest import make_line
 
@@ -394,7 +394,7 @@ class TestRepairSafety:
         self, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Past the thresholds, one commit holds every file and the changes span several events."""
-        import ledger.repair as repair_module
+        import ledger.services.repair as repair_module
 
         monkeypatch.setattr(repair_module, "FULL_TREE_CHANGES", 1)
         monkeypatch.setattr(repair_module, "CHANGES_PER_EVENT", 2)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger import repair as repair_module
-from ledger.api import Ledger
-from ledger.names import index_path
+from ledger.domain.names import index_path
+from ledger.services import repair as repair_module
+from ledger.services.ledger import Ledger
 from tests.conftest import make_line
 from tests.test_repair import (
     ACTOR,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pygit2
 
-from ledger.api import AsOf, Ledger
 from ledger.bootstrap import open_ledger
-from ledger.index_format import fields_digest
-from ledger.names import index_path
-from ledger.scan import line_tag, read_line
+from ledger.domain.index_format import fields_digest
+from ledger.domain.names import index_path
+from ledger.services.ledger import AsOf, Ledger
+from ledger.services.scan import line_tag, read_line
 from ledger.settings import Settings
 from ledger.testing import tamper
 from tests.conftest import make_line
@@ -102,7 +102,7 @@ class TestLineTags:
 class TestReadingTheIndex:
     def test_unordered_reading_yields_every_file_once(self, tmp_path: Path) -> None:
         """Reading files in pack-friendly order gives exactly the files of the commit."""
-        from ledger.git_index import GitIndex
+        from ledger.adapters.git.index import GitIndex
 
         files = {
             index_path(name): render(make_line(name, "1.0.0")) + b"\n" for name in ("a", "ab", "abc", "serde")

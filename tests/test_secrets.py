@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.bootstrap import build_ledger, open_ledger
-from ledger.cli import app
-from ledger.errors import StoreUnavailable
+from ledger.domain.errors import StoreUnavailable
+from ledger.entrypoints.cli import app
 from ledger.settings import Settings, StoreURL, redact
 from ledger.testing.remote import Mode, RemoteServer
 from tests.conftest import make_line

@@ -27,15 +27,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from ledger.adapters.git.index import GitIndex
 from ledger.bootstrap import build_ledger
-from ledger.crate_files import crate_file
-from ledger.errors import AlreadyPublished, Conflict, Refused
-from ledger.git_index import GitIndex
-from ledger.names import collision_key, index_path
+from ledger.domain.crate_files import crate_file
+from ledger.domain.errors import AlreadyPublished, Conflict, Refused
+from ledger.domain.names import collision_key, index_path
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.remote import Mode, RemoteServer
 from ledger.testing.tamper import push_straight
-from ledger.worker import WorkerOptions
 from projections.queries import live_versions
 from tests.conftest import PG_DSN, make_line, postgres_or_skip
 

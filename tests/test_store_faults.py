@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.bootstrap import open_ledger
-from ledger.cli import app
-from ledger.errors import AlreadyPublished, StoreUnavailable
+from ledger.domain.errors import AlreadyPublished, StoreUnavailable
+from ledger.entrypoints.cli import app
 from ledger.settings import Settings
 from ledger.testing.remote import RemoteServer
 from tests.conftest import make_line

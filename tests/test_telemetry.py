@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from ledger.adapters.telemetry import serve_metrics, worker_registry
 from ledger.bootstrap import open_ledger
+from ledger.services.sync import SyncWorker, WorkerOptions
 from ledger.settings import Settings
-from ledger.telemetry import serve_metrics, worker_registry
 from ledger.testing.remote import Mode, RemoteServer
-from ledger.worker import SyncWorker, WorkerOptions
 from tests.conftest import make_line
 
 OPTIONS = WorkerOptions(backoff_base=1.0, backoff_cap=0.2)
@@ -147,7 +147,7 @@ class TestLogsAndVersion:
 
         from typer.testing import CliRunner
 
-        from ledger.cli import app
+        from ledger.entrypoints.cli import app
 
         result = CliRunner().invoke(app, ["--version"])
         assert (result.exit_code, result.stdout) == (0, f"ledger {version('ledger')}\n")
@@ -155,7 +155,7 @@ class TestLogsAndVersion:
     def test_log_format_and_level_from_the_environment(self, tmp_path: Path) -> None:
         from typer.testing import CliRunner
 
-        from ledger.cli import app
+        from ledger.entrypoints.cli import app
 
         store = f"sqlite:///{tmp_path / 'l.db'}"
         line = (

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from ledger.errors import InvalidVersion
-from ledger.versions import Version, parse_version
+from ledger.domain.errors import InvalidVersion
+from ledger.domain.versions import Version, parse_version
 
 SPEC_CHAIN = [
     "1.0.0-alpha",

@@ -14,13 +14,13 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from ledger.api import AsOf, Ledger
-from ledger.application import Receipt
+from ledger.adapters.stores.events import EVENTS_TABLE, POSITION, log_rows
 from ledger.bootstrap import open_ledger
-from ledger.names import collision_key, index_path
+from ledger.domain.names import collision_key, index_path
 from ledger.ports import Database
+from ledger.services.ledger import AsOf, Ledger
+from ledger.services.publishing import Receipt
 from ledger.settings import Settings, StoreURL
-from ledger.stores.events import EVENTS_TABLE, POSITION, log_rows
 from projections import runner as runner_module
 from projections import views
 from projections.runner import ProjectionError, ViewRunner

@@ -12,7 +12,7 @@ import pygit2
 import pytest
 
 from ledger.bootstrap import open_ledger
-from ledger.names import index_path
+from ledger.domain.names import index_path
 from ledger.settings import Settings
 from ledger.testing.remote import RemoteServer
 from tests.conftest import make_line

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from ledger.adapters.stores.lease import Lease
 from ledger.bootstrap import open_ledger
-from ledger.lease import Lease
 from ledger.settings import Settings
 from ledger.testing.remote import RemoteServer
 from tests.conftest import make_line

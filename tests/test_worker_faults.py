@@ -14,10 +14,10 @@ import pygit2
 import pytest
 
 from ledger.bootstrap import open_ledger
-from ledger.names import index_path
+from ledger.domain.names import index_path
+from ledger.services.sync import SyncWorker, WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.remote import Mode, RemoteServer
-from ledger.worker import SyncWorker, WorkerOptions
 from tests.conftest import make_line
 
 FAST = WorkerOptions(max_batch=50, backoff_base=1.0, lease_ttl=5.0)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
-import ledger.worker as worker_module
+import ledger.services.sync as worker_module
 from ledger.bootstrap import open_ledger
+from ledger.services.sync import SyncWorker
 from ledger.settings import Settings
-from ledger.worker import SyncWorker
 from tests.conftest import make_line
 
 

@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from ledger.errors import InvalidVersion
+from ledger.domain.errors import InvalidVersion
 
 _U64_MAX = 2**64 - 1
 _DIGITS = frozenset(string.digits)

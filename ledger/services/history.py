@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.domain import Crate, IndexRemote, SyncJob
+from ledger.domain.aggregates import Crate, IndexRemote, SyncJob
 
 _FIELDS = (
     "name",

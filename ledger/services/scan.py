@@ -31,21 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.domain import IndexRemote
-from ledger.errors import InvalidLine, InvalidVersion, StoreUnavailable
-from ledger.index_format import parse_line
+from ledger.domain.aggregates import IndexRemote
+from ledger.domain.errors import InvalidLine, InvalidVersion, StoreUnavailable
+from ledger.domain.index_format import parse_line
+from ledger.domain.names import collision_key, crate_from_path, index_path
+from ledger.domain.versions import parse_version
 from ledger.logs import log_step
-from ledger.names import collision_key, crate_from_path, index_path
 from ledger.ports import Database
 from ledger.progress import report
 from ledger.settings import redact
-from ledger.versions import parse_version
 from projections.queries import VersionRow
 from projections.schema import has_table
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
+    from ledger.services.ledger import Ledger
 
 CONFIG_PATH = "config.json"
 KEYS_PER_QUERY = 500

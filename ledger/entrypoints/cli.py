@@ -1,4 +1,4 @@
-"""The ``ledger`` command line: thin commands over the :class:`~ledger.api.Ledger` facade.
+"""The ``ledger`` command line: thin commands over the :class:`~ledger.services.ledger.Ledger` facade.
 
 Each command parses its arguments, makes one Ledger call, renders the result and exits with
 the contract's code, mapped from the exception tree in one place (:func:`exit_code_for`)::
@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.errors import Invalid, InvalidLine, LedgerError, RemoteUnavailable
-from ledger.index_format import MAX_LINE_BYTES
+from ledger.domain.errors import Invalid, InvalidLine, LedgerError, RemoteUnavailable
+from ledger.domain.index_format import MAX_LINE_BYTES
+from ledger.entrypoints.timeparse import parse_duration, parse_moment, parse_time
 from ledger.logs import TextFormatter
 from ledger.progress import TerminalProgress, reporting
 from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings, redact
-from ledger.timeparse import parse_duration, parse_moment, parse_time
 
 if TYPE_CHECKING:
-    from ledger.api import AsOf, Ledger
-    from ledger.application import Receipt
+    from ledger.services.ledger import AsOf, Ledger
+    from ledger.services.publishing import Receipt
     from projections.consistency import AuditReport
 
 DEFAULT_GRACE = "15m"
@@ -414,7 +414,7 @@ def delete(
 
 
 def _events(records: list[dict[str, Any]]) -> Outcome:
-    from ledger.history import summary
+    from ledger.services.history import summary
 
     text = "\n".join(summary(r) for r in records)
     notes = () if records else ("no events",)
@@ -464,7 +464,7 @@ def timeline(
 
 
 def _as_of(moment: int | datetime | None) -> AsOf | None:
-    from ledger.api import AsOf
+    from ledger.services.ledger import AsOf
 
     if moment is None:
         return None
@@ -667,7 +667,7 @@ def worker(
     json_output: JsonFlag = False,
 ) -> None:
     """Sync open jobs to the index: push, read back, confirm; --once exits 1 if any job stayed open."""
-    from ledger.worker import WorkerOptions
+    from ledger.services.sync import WorkerOptions
 
     options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts, adopt_foreign=adopt_foreign)
 
@@ -703,7 +703,7 @@ def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, in
     import signal
     import threading
 
-    from ledger.worker import SyncWorker
+    from ledger.services.sync import SyncWorker
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -711,7 +711,7 @@ def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, in
     host, port = metrics_at
     worker_metrics = server = None
     if port is not None:
-        from ledger.telemetry import serve_metrics, worker_registry
+        from ledger.adapters.telemetry import serve_metrics, worker_registry
 
         registry, worker_metrics = worker_registry(ledger.settings)
         server = serve_metrics(registry, port, host)
@@ -730,7 +730,7 @@ def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, in
 @app.command()
 def demo() -> None:
     """The 2020-02-20 incident end to end, on a temporary SQLite store and a git server on 127.0.0.1."""
-    from ledger.demo import run_demo
+    from ledger.entrypoints.demo import run_demo
 
     logger = logging.getLogger("ledger")
     if logger.level > logging.INFO:  # the story prints every step; keep WARNING lines for -v
@@ -785,7 +785,7 @@ def metrics(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     def action(s: Session) -> Outcome:
         from contextlib import nullcontext
 
-        from ledger.telemetry import exposition, views_registry
+        from ledger.adapters.telemetry import exposition, views_registry
         from projections.metrics import collect
 
         ledger = s.ledger()

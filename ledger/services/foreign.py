@@ -18,10 +18,10 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import InvalidLine
-from ledger.index_format import parse_line
-from ledger.names import collision_key, crate_from_path, index_path
-from ledger.scan import Known, ReadLine, numbered_lines, read_line
+from ledger.domain.errors import InvalidLine
+from ledger.domain.index_format import parse_line
+from ledger.domain.names import collision_key, crate_from_path, index_path
+from ledger.services.scan import Known, ReadLine, numbered_lines, read_line
 from projections.queries import VersionRow
 
 

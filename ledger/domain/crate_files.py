@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Protocol
 
-from ledger.index_format import render_fields, render_file
+from ledger.domain.index_format import render_fields, render_file
 
 
 class VersionState(Protocol):

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ledger.errors import InvalidName, InvalidVersion
-from ledger.names import collision_key, index_path, validate_name
-from ledger.versions import parse_version
+from ledger.domain.errors import InvalidName, InvalidVersion
+from ledger.domain.names import collision_key, index_path, validate_name
+from ledger.domain.versions import parse_version
 
 DATA_ENV = "LEDGER_DATA_DIR"
 DATASET = "crates-io-2024"

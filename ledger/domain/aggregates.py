@@ -25,8 +25,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.errors import AlreadyPublished, Conflict, NameCollision, NotFound
-from ledger.names import collision_key
+from ledger.domain.errors import AlreadyPublished, Conflict, NameCollision, NotFound
+from ledger.domain.names import collision_key
 
 NAMESPACE = uuid5(NAMESPACE_URL, "ledger:crate")
 REMOTE_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:remote")

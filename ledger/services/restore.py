@@ -18,16 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger.domain import IMPORT_ACTOR, SyncJob
-from ledger.foreign import find_foreign
-from ledger.names import collision_key, crate_from_path, index_path
-from ledger.scan import numbered_lines
-from ledger.stores.events import notifications_with_topic
+from ledger.adapters.stores.events import notifications_with_topic
+from ledger.domain.aggregates import IMPORT_ACTOR, SyncJob
+from ledger.domain.names import collision_key, crate_from_path, index_path
+from ledger.services.foreign import find_foreign
+from ledger.services.scan import numbered_lines
 from projections.queries import VersionRow, live_versions_of
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
+    from ledger.services.ledger import Ledger
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ledger.errors import LockHeld
+from ledger.domain.errors import LockHeld
 from ledger.ports import Database
 
 INDEX_WRITER = "index-writer"

@@ -9,7 +9,7 @@ from the remote's advertised head and the blobs under it, confirms a push.
 
 Every network operation uses a fresh anonymous remote, so each one is a new
 connection, and every message that names the remote has its credentials removed.
-Network failures on reads become :class:`~ledger.errors.RemoteUnavailable`.
+Network failures on reads become :class:`~ledger.domain.errors.RemoteUnavailable`.
 
 A ``GitIndex`` holds one ``pygit2.Repository`` and is not thread-safe: use one
 per thread. The libgit2 network timeouts and object cache limits it sets are process-global.
@@ -39,8 +39,8 @@ from typing import Literal, Self, TypeAlias
 import pygit2
 from pygit2.enums import ObjectType, Option, RepositoryOpenFlag
 
-from ledger.errors import InfrastructureError, RemoteUnavailable
-from ledger.names import crate_from_path
+from ledger.domain.errors import InfrastructureError, RemoteUnavailable
+from ledger.domain.names import crate_from_path
 from ledger.settings import PushClient
 
 __all__ = [

@@ -12,8 +12,8 @@ from uuid import UUID
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ledger.errors import StoreUnavailable
-from ledger.stores.chain import GENESIS, canonical, next_link
+from ledger.adapters.stores.chain import GENESIS, canonical, next_link
+from ledger.domain.errors import StoreUnavailable
 
 CHAIN_TABLE = "event_chain"
 BUSY_TIMEOUT_S = 30.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 
-from ledger.errors import InvalidName
+from ledger.domain.errors import InvalidName
 
 MAX_NAME_LENGTH = 64
 

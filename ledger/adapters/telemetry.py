@@ -25,14 +25,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ledger.domain import IndexRemote
-from ledger.errors import LedgerError
+from ledger.adapters.stores.events import count_with_topic
+from ledger.domain.aggregates import IndexRemote
+from ledger.domain.errors import LedgerError
 from ledger.logs import warn_step
-from ledger.stores.events import count_with_topic
 from projections import metrics as views_metrics
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
+    from ledger.services.ledger import Ledger
     from ledger.settings import Settings
 
 PUSH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -42,18 +42,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ledger.application import CheckedLine, Confirmation
-from ledger.domain import IMPORT_ACTOR
-from ledger.errors import Invalid, InvalidLine, NotFound
-from ledger.index_format import parse_file
+from ledger.domain.aggregates import IMPORT_ACTOR
+from ledger.domain.errors import Invalid, InvalidLine, NotFound
+from ledger.domain.index_format import parse_file
+from ledger.domain.names import crate_from_path, index_path, layout_problem
 from ledger.logs import log_step
-from ledger.names import crate_from_path, index_path, layout_problem
 from ledger.progress import report
+from ledger.services.publishing import CheckedLine, Confirmation
 from ledger.settings import check_remote_url, redact
 
 if TYPE_CHECKING:
-    from ledger.api import Ledger
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
+    from ledger.services.ledger import Ledger
 
 ACTOR = IMPORT_ACTOR
 METHOD = "import: read from the remote"
@@ -179,13 +179,13 @@ def import_index(
 
     The source is fetched into ``clone_dir``; by default a folder beside the ledger's own index
     clone (its name + ``-import``) when the settings place one, else a temporary folder.
-    Raises :class:`~ledger.errors.NotFound` when the source has no such branch and
-    :class:`~ledger.errors.RemoteUnavailable` when it cannot be read.
+    Raises :class:`~ledger.domain.errors.NotFound` when the source has no such branch and
+    :class:`~ledger.domain.errors.RemoteUnavailable` when it cannot be read.
 
     ``readers`` processes (default :data:`READ_PROCESSES`) read and check the crate files of a
     large index while this process records them; the result is the same as reading here.
     """
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
 
     started = time.monotonic()
     check_remote_url(source)
@@ -385,7 +385,7 @@ _reader: tuple[GitIndex, str] | None = None
 
 
 def _open_reader(folder: str, branch: str, head: str) -> None:
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
 
     global _reader  # noqa: PLW0603  (one per reading process, set by the pool's initializer)
     gc.set_threshold(max(GC_THRESHOLD, gc.get_threshold()[0]), *gc.get_threshold()[1:])

@@ -2,7 +2,7 @@
 
 TIME is ISO 8601 (``2020-02-20T21:40:00Z``); a time without an offset is UTC. DURATION is a
 number with a unit, or several in a row: ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``. A moment is
-a TIME or a plain integer log position. Every parser raises :class:`~ledger.errors.Invalid`
+a TIME or a plain integer log position. Every parser raises :class:`~ledger.domain.errors.Invalid`
 naming the value it could not read.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from ledger.errors import Invalid
+from ledger.domain.errors import Invalid
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(?:[0-9]+[smhd])+")

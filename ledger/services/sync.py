@@ -5,7 +5,7 @@ One pass (:meth:`SyncWorker.run_once`) takes every open job, in chunks of up to 
 1. take the commit to build on: the remote head the last read-back saw on a fresh connection,
    or, when there is none (the first attempt, or the last read-back failed), a fetch;
 2. read each affected crate's file at that commit and compare it with the ledger's record: a
-   file holding lines the ledger has no record of (:mod:`ledger.foreign`) is never written over;
+   file holding lines the ledger has no record of (:mod:`ledger.services.foreign`) is never written over;
    those lines are adopted first (``adopt_foreign``) or the crate's jobs are held
    (``IndexSyncHeld``, with what to do) and leave the round;
 3. regenerate each remaining crate's whole file from the database view (publication order,
@@ -40,18 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from ledger.api import Ledger
-from ledger.crate_files import crate_file
-from ledger.domain import SyncJob
-from ledger.errors import InfrastructureError, RemoteUnavailable
-from ledger.foreign import Finding, find_foreign, held_reason
-from ledger.git_index import GitIndex, PushReport, ReadBack, classify_error
-from ledger.importer import adopt_files
-from ledger.lease import Lease
+from ledger.adapters.git.index import GitIndex, PushReport, ReadBack, classify_error
+from ledger.adapters.stores.lease import Lease
+from ledger.adapters.telemetry import WorkerMetrics
+from ledger.domain.aggregates import SyncJob
+from ledger.domain.crate_files import crate_file
+from ledger.domain.errors import InfrastructureError, RemoteUnavailable
+from ledger.domain.names import index_path
 from ledger.logs import log_step, warn_step
-from ledger.names import index_path
 from ledger.ports import Database
-from ledger.telemetry import WorkerMetrics
+from ledger.services.foreign import Finding, find_foreign, held_reason
+from ledger.services.importing import adopt_files
+from ledger.services.ledger import Ledger
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
@@ -356,7 +356,7 @@ class SyncWorker:
     def _guard(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], head: str, result: PassResult) -> None:
         """Compare each crate's file at ``head`` with the ledger's record before replacing it.
 
-        A file holding foreign lines (see :mod:`ledger.foreign`) is never written over: its
+        A file holding foreign lines (see :mod:`ledger.services.foreign`) is never written over: its
         lines are adopted first when the options say so and they can be kept byte for byte;
         otherwise the crate's jobs are held, with the finding recorded, and leave the chunk.
         """

@@ -14,9 +14,9 @@ from eventsourcing.utils import retry
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from ledger.errors import StoreUnavailable
+from ledger.adapters.stores.chain import GENESIS, canonical, next_link
+from ledger.domain.errors import StoreUnavailable
 from ledger.settings import StoreURL, redact
-from ledger.stores.chain import GENESIS, canonical, next_link
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):

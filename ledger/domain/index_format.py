@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.errors import InvalidLine, InvalidName, InvalidVersion
-from ledger.names import validate_name
-from ledger.versions import Version, parse_version
+from ledger.domain.errors import InvalidLine, InvalidName, InvalidVersion
+from ledger.domain.names import validate_name
+from ledger.domain.versions import Version, parse_version
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_DEPS = 2000

@@ -13,28 +13,28 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from ledger.application import BulkResult, PublicationLedger, Receipt
-from ledger.domain import Crate, SyncJob
-from ledger.errors import Invalid, NotFound
-from ledger.foreign import unadopted_paths
-from ledger.history import describe
-from ledger.index_format import IndexLine
-from ledger.names import collision_key, validate_name
+from ledger.adapters.stores.chain import ChainReport
+from ledger.adapters.stores.events import notifications_of, walk_chain
+from ledger.domain.aggregates import Crate, SyncJob
+from ledger.domain.errors import Invalid, NotFound
+from ledger.domain.index_format import IndexLine
+from ledger.domain.names import collision_key, validate_name
+from ledger.domain.versions import parse_version
 from ledger.ports import Database
+from ledger.services.foreign import unadopted_paths
+from ledger.services.history import describe
+from ledger.services.publishing import BulkResult, PublicationLedger, Receipt
 from ledger.settings import Settings
-from ledger.stores.chain import ChainReport
-from ledger.stores.events import notifications_of, walk_chain
-from ledger.versions import parse_version
 from projections.consistency import AuditReport, audit
 from projections.runner import ViewRunner
 from projections.schema import DEFAULT_GRACE_S
 
 if TYPE_CHECKING:
-    from ledger.git_index import GitIndex
-    from ledger.importer import ImportResult
-    from ledger.repair import RepairResult
-    from ledger.scan import ScanResult
-    from ledger.worker import PassResult, WorkerOptions
+    from ledger.adapters.git.index import GitIndex
+    from ledger.services.importing import ImportResult
+    from ledger.services.repair import RepairResult
+    from ledger.services.scan import ScanResult
+    from ledger.services.sync import PassResult, WorkerOptions
 
 JOBS_PER_READ = 500
 """Jobs read per query: well below the bound-parameter limit of every SQLite build."""
@@ -99,7 +99,7 @@ class Ledger:
 
     def sync(self, options: WorkerOptions | None = None, *, wait_for_lock: float = 0.0) -> PassResult:
         """One pass of the index sync worker over every open job (backoff ignored)."""
-        from ledger.worker import SyncWorker
+        from ledger.services.sync import SyncWorker
 
         worker = SyncWorker(self, self.index(), options=options)
         return worker.run_once(ignore_backoff=True, wait_for_lock=wait_for_lock)
@@ -132,7 +132,7 @@ class Ledger:
 
     def import_index(self, source: str) -> ImportResult:
         """Adopt an existing cargo index: one publish per line found, confirmed against it."""
-        from ledger.importer import import_index
+        from ledger.services.importing import import_index
 
         return import_index(self, source)
 
@@ -221,7 +221,7 @@ class Ledger:
         return self._audit_as_of(at, grace)
 
     def _audit_as_of(self, at: AsOf, grace: float) -> AuditReport:
-        from ledger.stores.sqlite import SQLiteDatabase
+        from ledger.adapters.stores.sqlite import SQLiteDatabase
 
         head = self.views.head()
         if at.position is not None and not 0 <= at.position <= head:
@@ -246,7 +246,7 @@ class Ledger:
 
     def scan_index(self) -> ScanResult:
         """Read the real index, record what it holds (``IndexScanned``) and what differs."""
-        from ledger.scan import scan_index
+        from ledger.services.scan import scan_index
 
         return scan_index(self)
 
@@ -266,7 +266,7 @@ class Ledger:
         actor: str | None = None,
     ) -> RepairResult:
         """Make the real index equal to the database view, in one confirmed commit."""
-        from ledger.repair import repair
+        from ledger.services.repair import repair
 
         return repair(
             self, dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=actor

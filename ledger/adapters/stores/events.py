@@ -14,8 +14,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from ledger.adapters.stores.chain import ChainReport, canonical, verify_chain
 from ledger.ports import Database
-from ledger.stores.chain import ChainReport, canonical, verify_chain
 
 EVENTS_TABLE = {"sqlite": "stored_events", "postgresql": "publicationledger_events"}
 CHAIN_TABLE = {"sqlite": "event_chain", "postgresql": "publicationledger_events_chain"}

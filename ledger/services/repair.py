@@ -29,16 +29,17 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ledger.domain import IndexRemote
-from ledger.errors import LockHeld, RemoteUnavailable
-from ledger.index_format import render_fields
-from ledger.lease import Lease
+from ledger.adapters.stores.events import CHAIN_TABLE
+from ledger.adapters.stores.lease import Lease
+from ledger.domain.aggregates import IndexRemote
+from ledger.domain.errors import LockHeld, RemoteUnavailable
+from ledger.domain.index_format import render_fields
+from ledger.domain.names import collision_key, crate_from_path, index_path
 from ledger.logs import log_step
-from ledger.names import collision_key, crate_from_path, index_path
 from ledger.ports import Database
 from ledger.progress import report
-from ledger.restore import adopt_lost_lines, find_lost_lines
-from ledger.scan import (
+from ledger.services.restore import adopt_lost_lines, find_lost_lines
+from ledger.services.scan import (
     CONFIG_PATH,
     ReadLine,
     Registered,
@@ -56,14 +57,13 @@ from ledger.scan import (
     tag,
     well_formed,
 )
-from ledger.stores.events import CHAIN_TABLE
 from projections.queries import VersionRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from ledger.api import Ledger
-    from ledger.git_index import GitIndex
+    from ledger.adapters.git.index import GitIndex
+    from ledger.services.ledger import Ledger
 
 CHANGES_PER_EVENT = 2000
 FULL_TREE_CHANGES = 20_000
@@ -165,11 +165,11 @@ def repair(
     """Make the real index equal to the database view (see the module's description).
 
     ``restore_lost`` first looks through the index's history for lines the ledger's own commits
-    removed without a record (see :mod:`ledger.restore`) and records them as imported, so that
+    removed without a record (see :mod:`ledger.services.restore`) and records them as imported, so that
     this repair writes them back; a dry run lists them and records nothing.
 
-    Raises :class:`~ledger.errors.LockHeld` when another index writer holds the lease (nothing
-    is touched) and :class:`~ledger.errors.RemoteUnavailable` when the remote cannot be read.
+    Raises :class:`~ledger.domain.errors.LockHeld` when another index writer holds the lease (nothing
+    is touched) and :class:`~ledger.domain.errors.RemoteUnavailable` when the remote cannot be read.
     """
     started = time.monotonic()
     index = ledger.index()
@@ -232,7 +232,7 @@ def _leave_odd_entries(index: GitIndex, head: str | None, result: RepairResult) 
 
 def config_bytes() -> bytes:
     """``config.json`` as the worker writes it into a new index."""
-    from ledger.worker import DEFAULT_CONFIG
+    from ledger.services.sync import DEFAULT_CONFIG
 
     return json.dumps(dict(DEFAULT_CONFIG), indent=2).encode() + b"\n"
 
@@ -382,7 +382,7 @@ _Fingerprints: TypeAlias = dict[str, tuple[str, str | None]]
 
 
 def _registry(db: Database, store: Path) -> _Fingerprints:
-    """:func:`~ledger.scan.registry_fingerprints` (ordered), read again only where it changed.
+    """:func:`~ledger.services.scan.registry_fingerprints` (ordered), read again only where it changed.
 
     The fingerprints are kept at ``store`` with the views' log position and the hash chain's
     link there, which stands for the whole log up to it. When the store's link at that position
@@ -539,10 +539,10 @@ def _save_shapes(store: Path, head: str, shapes: dict[str, _Shape]) -> None:
 
 
 def rendered_lines(rows: list[VersionRow]) -> list[bytes]:
-    """The lines of :func:`~ledger.crate_files.crate_file` for ``rows``, byte for byte.
+    """The lines of :func:`~ledger.domain.crate_files.crate_file` for ``rows``, byte for byte.
 
     A row's stored line, with its ``yanked`` field set, is taken as it is when its digest
-    proves it canonical (see :func:`~ledger.scan.line_tag`); any other is rendered anew.
+    proves it canonical (see :func:`~ledger.services.scan.line_tag`); any other is rendered anew.
     """
     lines: list[bytes] = []
     for row in rows:

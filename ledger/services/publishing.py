@@ -22,13 +22,13 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.utils import get_topic
 
-from ledger.domain import LIVE, YANKED, Crate, IndexRemote, SyncJob
-from ledger.errors import AlreadyPublished, Invalid, InvalidLine, LedgerError, StoreUnavailable
-from ledger.index_format import IndexLine, parse_line
+from ledger.domain.aggregates import LIVE, YANKED, Crate, IndexRemote, SyncJob
+from ledger.domain.errors import AlreadyPublished, Invalid, InvalidLine, LedgerError, StoreUnavailable
+from ledger.domain.index_format import IndexLine, parse_line
+from ledger.domain.names import validate_name
+from ledger.domain.versions import parse_version
 from ledger.logs import log_step
-from ledger.names import validate_name
 from ledger.settings import redact
-from ledger.versions import parse_version
 
 T = TypeVar("T")
 
@@ -668,7 +668,7 @@ def _key(name: str, version: str) -> str:
 
 
 def _existing(crate: Crate | None, name: str) -> Crate:
-    from ledger.errors import NotFound
+    from ledger.domain.errors import NotFound
 
     if crate is None:
         msg = f"no crate named {name!r}"

@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from ledger.api import AsOf, Ledger
 from ledger.bootstrap import open_ledger
-from ledger.history import summary
-from ledger.names import index_path
+from ledger.domain.names import index_path
+from ledger.services.history import summary
+from ledger.services.ledger import AsOf, Ledger
+from ledger.services.sync import WorkerOptions
 from ledger.settings import Settings
 from ledger.testing.remote import Mode, RemoteServer
 from ledger.testing.tamper import force_push
-from ledger.worker import WorkerOptions
 from projections.consistency import AuditReport
 
 BEFORE = [("serde", "1.0.104"), ("rand", "0.7.3"), ("kaze", "0.1.5")]

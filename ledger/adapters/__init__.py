@@ -1,0 +1,5 @@
+"""The edges: the store (SQLite, PostgreSQL), the git index, metrics exposition, data files.
+
+The only modules that import sqlite3, psycopg, pygit2 or prometheus_client. Each implements a
+port of :mod:`ledger.ports`, or reads files the use cases are handed as plain values.
+"""
