@@ -239,7 +239,7 @@ def test_batched_path_across_lookahead_windows_and_saves(
     open_store: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crate whose lines span read-ahead windows and saves keeps one aggregate, in order."""
-    from ledger.services import publishing as application
+    from ledger.services import publishing_bulk as application
 
     monkeypatch.setattr(application, "LOOKAHEAD", 3)
     rows = list(realdata.baseline(150))
