@@ -1,0 +1,175 @@
+"""The index remote: set it up (init), adopt an existing one (import-index), sync jobs to it (worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.domain.errors import RemoteUnavailable
+from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, emit, run
+from ledger.settings import redact
+
+if TYPE_CHECKING:
+    from ledger.services.ledger import Ledger
+
+
+def init(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Create the store's tables and views; safe to run twice."""
+
+    def action(s: Session) -> Outcome:
+        ledger = s.ledger()
+        position = ledger.views.catch_up()
+        store = redact(s.settings.store)
+        document: dict[str, Any] = {"ok": True, "store": store, "position": position, "index_clone": None}
+        text = f"store {store} is ready: views at log position {position}"
+        notes: tuple[str, ...] = ()
+        if s.settings.remote:
+            remote = redact(s.settings.remote)
+            clone = ledger.index().path
+            document["index_clone"] = str(clone)
+            text += f"\nindex clone {clone} for {remote} (branch {s.settings.branch})"
+            try:
+                unadopted = ledger.unadopted()
+            except RemoteUnavailable as exc:
+                document["unadopted_files"] = None
+                notes = (f"could not read the index to check whether it is adopted: {exc.message}",)
+                return Outcome(document, text, notes)
+            document["unadopted_files"] = len(unadopted)
+            if unadopted:
+                shown = ", ".join(unadopted[:3]) + (", ..." if len(unadopted) > 3 else "")
+                notes = (
+                    f"the index is not adopted yet: {len(unadopted)} crate file(s) ({shown}) hold crates "
+                    "the ledger has no record of, and the worker will not write to them until they are "
+                    f"adopted. Adopt them all with `ledger import-index {remote}`, or run the worker "
+                    "with --adopt-foreign to adopt a crate's lines when it first writes to its file.",
+                )
+        return Outcome(document, text, notes)
+
+    run(ctx, json_output, action)
+
+
+# -- adoption -----------------------------------------------------------------------------------
+
+
+def import_index(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Argument(metavar="PATH|URL", help="An existing cargo index: a path or git URL.")
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Adopt an existing cargo index: one publish per line found; exit 1 if any line was refused."""
+
+    def action(s: Session) -> Outcome:
+        result = s.ledger().import_index(source)
+        document = result.to_dict()
+        refused = document.get("refused", [])
+        text = (
+            f"imported {redact(source)} at {str(document.get('head'))[:12]}: {document.get('files')} files, "
+            f"{document.get('lines')} lines, {document.get('accepted')} accepted, "
+            f"{document.get('present')} already present, {len(refused)} refused"
+        )
+        notes = tuple(f"refused {r['path']}:{r['line']}: {r['error']}" for r in refused[:50])
+        return Outcome({"ok": not refused, **document}, text, notes, code=1 if refused else 0)
+
+    run(ctx, json_output, action)
+
+
+# -- the index sync worker ---------------------------------------------------------------------
+
+
+def worker(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over every open job, backoff ignored, then exit.")
+    ] = False,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, metavar="N", help="Jobs pushed in one commit.")
+    ] = 100,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option("--max-attempts", min=1, metavar="N", help="Abandon a job after N failed attempts."),
+    ] = None,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.05, metavar="SECONDS", help="How often to look for new jobs.")
+    ] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            metavar="N",
+            help="Serve GET /metrics (Prometheus text) on this port while following the log.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", metavar="HOST", help="The address /metrics listens on.")
+    ] = "127.0.0.1",
+    adopt_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--adopt-foreign",
+            help="Adopt lines the ledger has no record of (recorded as imported) when first writing "
+            "to a crate's file, instead of holding its jobs.",
+        ),
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Sync open jobs to the index: push, read back, confirm; --once exits 1 if any job stayed open."""
+    from ledger.services.sync import WorkerOptions
+
+    options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts, adopt_foreign=adopt_foreign)
+
+    def action(s: Session) -> Outcome:
+        ledger = s.ledger()
+        if once:
+            result = ledger.sync(options)
+            text = (
+                f"{result.jobs} job(s): {result.confirmed} confirmed, {result.failed} failed, "
+                f"{result.abandoned} abandoned, {result.held} held, {result.open_left} open"
+            )
+            if result.adopted:
+                text += f"; {result.adopted} foreign line(s) adopted"
+            notes = tuple(f"held {crate}: {why}" for crate, why in sorted(result.holds.items()))
+            return Outcome(
+                {"ok": result.open_left == 0, **result.to_dict()},
+                text,
+                notes,
+                code=int(result.open_left > 0),
+            )
+        _follow(ledger, options, poll, (metrics_host, metrics_port))
+        return Outcome({"ok": True, "stopped": True}, "worker stopped")
+
+    run(ctx, json_output, action)
+
+
+def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, int | None]) -> None:
+    """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock.
+
+    With a metrics port, ``GET /metrics`` is served for as long as the worker runs, store or
+    remote down included.
+    """
+    import signal
+    import threading
+
+    from ledger.services.sync import SyncWorker
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    host, port = metrics_at
+    worker_metrics = server = None
+    if port is not None:
+        from ledger.adapters.telemetry import serve_metrics, worker_registry
+
+        registry, worker_metrics = worker_registry(ledger.settings)
+        server = serve_metrics(registry, port, host)
+        emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
+    try:
+        worker = SyncWorker(ledger, ledger.index(), options=options, metrics=worker_metrics)
+        worker.follow(poll=poll, stop=stop)
+    finally:
+        if server is not None:
+            server.close()

@@ -1,0 +1,86 @@
+"""Recovery: bring what is derived from the events back in line with them, the index (repair)
+and the views (rebuild)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from ledger.domain.errors import Invalid
+from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, run
+
+
+def repair(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print exactly the planned change and touch nothing.")
+    ] = False,
+    remove_phantoms: Annotated[
+        bool,
+        typer.Option(
+            "--remove-phantoms",
+            help="Also remove lines the registry does not hold (foreign and phantom), recorded as removed.",
+        ),
+    ] = False,
+    restore_lost: Annotated[
+        bool,
+        typer.Option(
+            "--restore-lost",
+            help="First restore, from the index's history, lines the ledger's own commits removed "
+            "without a record (recorded as imported).",
+        ),
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Make the index equal to the database view: one commit, pushed, read back and recorded."""
+
+    def action(s: Session) -> Outcome:
+        if not s.settings.remote:
+            msg = "repair needs an index remote (--remote or LEDGER_REMOTE)"
+            raise Invalid(msg, option="--remote")
+        result = s.ledger().repair(
+            dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=s.actor
+        )
+        document = {"ok": result.confirmed or dry_run, **result.to_dict()}
+        return Outcome(document, _repair_text(result), code=0 if (dry_run or result.confirmed) else 1)
+
+    run(ctx, json_output, action)
+
+
+def _repair_text(result: Any) -> str:
+    verb = "would change" if result.dry_run else "changed"
+    lines = [f"repair {verb} {result.changed} file(s)" + ("" if result.changed else ": nothing to do")]
+    if result.config:
+        lines.append("  config.json  write (missing)")
+    for change in result.changes:
+        detail = [f"+{v}" for v in change.added] + [f"-{v}" for v in change.removed]
+        detail += [f"phantom kept {v}" for v in change.phantoms_kept]
+        detail += [f"phantom removed {v}" for v in change.phantoms_removed]
+        lines.append(f"  {change.path}  {change.action}  {' '.join(detail)}".rstrip())
+    for phantom in result.phantoms:
+        lines.append(f"  phantom: {json.dumps(phantom, default=str)}")
+    restore = "would restore" if result.dry_run else "restored"
+    for lost in result.restored:
+        what = f"{lost['crate']} {lost['version'] or '(unreadable line)'}"
+        if lost["restorable"]:
+            lines.append(f"  {restore} {what} in {lost['path']}, removed by {lost['removed_by'][:12]}")
+        else:
+            lines.append(f"  cannot restore {what} in {lost['path']}: {lost['why_not']}")
+    if not result.dry_run and result.changed:
+        state = "confirmed by read-back" if result.confirmed else "NOT confirmed"
+        lines.append(f"commit {result.commit} ({result.reported}), {state}")
+    return "\n".join(lines)
+
+
+def rebuild(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Drop every view and rebuild it from the events."""
+
+    def action(s: Session) -> Outcome:
+        position = s.ledger().rebuild()
+        return Outcome(
+            {"ok": True, "position": position}, f"rebuilt every view up to log position {position}"
+        )
+
+    run(ctx, json_output, action)
