@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from ledger.adapters.stores.events import SqlEventLog
+from ledger.adapters.stores.lease import Lease as StoreLease
+from ledger.adapters.stores.sqlite import SQLiteDatabase
 from ledger.domain.errors import Invalid, LedgerError, StoreUnavailable
-from ledger.ports import Database
+from ledger.ports import Database, IndexTarget
 from ledger.services.ledger import Ledger
 from ledger.services.publishing import PublicationLedger
 from ledger.settings import Settings, StoreURL, check_remote_url, redact
-
-if TYPE_CHECKING:
-    from ledger.adapters.git.index import GitIndex
 
 
 def event_store_env(url: StoreURL) -> dict[str, str]:
@@ -51,8 +51,6 @@ def event_store_env(url: StoreURL) -> dict[str, str]:
 def connect(url: StoreURL) -> Database:
     """A plain SQL connection to the store, for views, leases and audits."""
     if url.kind == "sqlite":
-        from ledger.adapters.stores.sqlite import SQLiteDatabase
-
         assert url.path is not None
         return SQLiteDatabase(url.path)
     from ledger.adapters.stores.postgres import PostgresDatabase
@@ -72,15 +70,25 @@ def index_dir(settings: Settings) -> Path:
     return cache / f"index-{key}.git"
 
 
-def open_index(settings: Settings) -> GitIndex:
+def open_git_index(path: Path, remote_url: str, **options: Any) -> IndexTarget:
+    """A git index target: the bare clone at ``path`` of ``remote_url`` (pygit2 loaded on first use)."""
+    from ledger.adapters.git.index import GitIndex
+
+    return GitIndex.open(path, remote_url, **options)
+
+
+def _places_index(settings: Settings) -> bool:
+    """Whether the settings place the index's local folder (an index dir, or beside a SQLite file)."""
+    return settings.index_dir is not None or settings.store_url.kind == "sqlite"
+
+
+def open_index(settings: Settings) -> IndexTarget:
     """The local clone of the index remote named by the settings."""
     if not settings.remote:
         msg = "no index remote: give --remote URL or set LEDGER_REMOTE"
         raise Invalid(msg, field="remote")
     check_remote_url(settings.remote)
-    from ledger.adapters.git.index import GitIndex
-
-    return GitIndex.open(
+    return open_git_index(
         index_dir(settings),
         settings.remote,
         branch=settings.branch,
@@ -90,8 +98,11 @@ def open_index(settings: Settings) -> GitIndex:
     )
 
 
-def build_ledger(settings: Settings) -> Ledger:
-    """Open the store named by the settings and build a Ledger on it (the caller closes it)."""
+def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None = None) -> Ledger:
+    """Open the store named by the settings and build a Ledger on it (the caller closes it).
+
+    The index target is the git remote the settings name, unless ``index`` opens another
+    (``ledger.adapters.memory.MemoryIndex`` in the use cases' fast tests)."""
     url = settings.store_url
     if url.kind == "sqlite":
         assert url.path is not None
@@ -102,7 +113,17 @@ def build_ledger(settings: Settings) -> Ledger:
     try:
         with db.exclusive("ledger-schema"):  # concurrent first opens must not race on DDL
             app = PublicationLedger(env=event_store_env(url))
-            ledger = Ledger(settings, app, db, index_factory=lambda: open_index(settings))
+            ledger = Ledger(
+                settings,
+                app,
+                db,
+                log=SqlEventLog(db, app.recorder),
+                leases=lambda holder, ttl: StoreLease(db, holder, ttl=ttl),
+                scratch=lambda: SQLiteDatabase(None),
+                open_target=open_git_index,
+                index_factory=index or (lambda: open_index(settings)),
+                index_dir=index_dir(settings) if _places_index(settings) else None,
+            )
             ledger.views.create_tables()
     except LedgerError:
         db.close()
@@ -115,9 +136,11 @@ def build_ledger(settings: Settings) -> Ledger:
 
 
 @contextmanager
-def open_ledger(settings: Settings | None = None) -> Iterator[Ledger]:
+def open_ledger(
+    settings: Settings | None = None, *, index: Callable[[], IndexTarget] | None = None
+) -> Iterator[Ledger]:
     """``with open_ledger(Settings.from_env()) as ledger: ledger.publish(line, actor)``."""
-    ledger = build_ledger(settings or Settings.from_env())
+    ledger = build_ledger(settings or Settings.from_env(), index=index)
     try:
         yield ledger
     finally:

@@ -1,10 +1,23 @@
-"""Ports: the narrow interfaces the core talks to, with real and fake implementations elsewhere."""
+"""Ports: the narrow interfaces the use cases talk to; the adapters implement them.
+
+- :class:`Database`: plain SQL on the ledger's own store (the views, the lease).
+- :class:`EventLog`: reads of the stored events the recorders do not offer, and the hash chain.
+- :class:`Lease`: one index writer at a time.
+- :class:`IndexTarget`: where the index is published, and read back.
+- :class:`Observer`: what the sync worker reports as it works (metrics).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
 
 
 class Cursor(Protocol):
@@ -31,3 +44,225 @@ class Database(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ...) -> list[tuple[Any, ...]]: ...
     def stream(self, sql: str, params: Sequence[Any] = ..., size: int = ...) -> Iterator[tuple[Any, ...]]: ...
     def close(self) -> None: ...
+
+
+# -- the event log -------------------------------------------------------------------------------
+
+LogRow = tuple[int, str, str, bytes]
+"""A stored event as the views read it: position, originator id as stored (text), topic, state."""
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place where the hash chain over the stored events does not hold."""
+
+    position: int
+    problem: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"position": self.position, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of walking the hash chain over every stored event."""
+
+    events: int
+    head: str
+    broken: Break | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+class EventLog(Protocol):
+    """Direct reads of the stored events, for what the event store's recorders do not offer."""
+
+    def notifications_of(self, ids: Sequence[UUID]) -> list[Notification]:
+        """Every stored event of these aggregates, with its log position, in log order."""
+        ...
+
+    def notifications_with_topic(self, topic: str) -> Iterator[Notification]:
+        """Every stored event with this topic, in log order."""
+        ...
+
+    def count_with_topic(self, topic: str) -> int: ...
+
+    def rows(self, start: int, limit: int, stop: int | None = None) -> list[LogRow]:
+        """Up to ``limit`` stored events after position ``start`` (and at most ``stop``), in order."""
+        ...
+
+    def chain_link(self, position: int) -> str | None:
+        """The hash chain's link recorded at ``position``, None when there is none."""
+        ...
+
+    def walk_chain(self) -> ChainReport:
+        """Recompute the hash chain over every stored event and compare it with the recorded links."""
+        ...
+
+
+class Lease(Protocol):
+    """A named lease, held for a while at a time: one index writer at once."""
+
+    holder: str
+
+    def acquire(self, *, wait: float = ..., poll: float = ...) -> None: ...
+    def try_acquire(self) -> bool: ...
+    def release(self) -> None: ...
+    def current_holder(self) -> str | None: ...
+
+
+# -- the index target ----------------------------------------------------------------------------
+
+PushStatus = Literal["ok", "rejected", "error", "no_status"]
+ErrorKind = Literal["timeout", "unreachable", "other"]
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """What the pusher said about one push; recorded, never trusted."""
+
+    status: PushStatus
+    message: str | None
+    """The server's rejection text (or the client's own refusal), or the error text."""
+    error_kind: ErrorKind | None = None
+    """For status ``"error"``: what the error text describes."""
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """Evidence about a published change, read from the target on a new connection."""
+
+    remote_head: str | None
+    contains_commit: bool
+    """The published change is the target's head or one of its ancestors."""
+    mismatched: tuple[str, ...]
+    """Paths whose content at the target's head differs from what was expected."""
+    method: str
+
+    @property
+    def confirmed(self) -> bool:
+        """The target holds the change and every expected file."""
+        return self.contains_commit and not self.mismatched
+
+
+class IndexTarget(Protocol):
+    """Where the index is published: what the worker, scan, repair, restore and import need.
+
+    A *head* names one state of the whole index (a git commit id). Changes are written locally
+    on top of an expected head (:meth:`commit`), published (:meth:`push`, never forced: a target
+    that moved since refuses), and count only once read back on a fresh connection
+    (:meth:`read_back`). Implementations: ``ledger.adapters.git.index.GitIndex`` and, for fast
+    tests of the use cases, ``ledger.adapters.memory.MemoryIndex``. Not thread-safe.
+    """
+
+    @property
+    def path(self) -> Path:
+        """A local folder the target owns, where the use cases may keep caches."""
+        ...
+
+    @property
+    def remote_url(self) -> str:
+        """The target's URL with any credentials removed."""
+        ...
+
+    @property
+    def branch(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    # the target, over the network
+    def fetch(self) -> str | None:
+        """Read the target's head (and everything under it); None when it has no index yet."""
+        ...
+
+    def push(self, commit: str) -> PushReport:
+        """Publish ``commit`` as the target's new head, never forced; what the pusher said."""
+        ...
+
+    def read_back(self, commit: str, expected: Mapping[str, bytes | None]) -> ReadBack:
+        """On a new connection: does the target's head hold ``commit`` and ``expected``?"""
+        ...
+
+    # heads read so far, locally
+    def has_commit(self, commit: str) -> bool: ...
+    def holds_ancestor(self, head: str, commit: str) -> bool: ...
+    def entry_kind(self, commit: str | None, path: str) -> str | None: ...
+    def read_file(self, commit: str | None, path: str) -> tuple[str | None, bytes | None]: ...
+    def read_blob(self, commit: str | None, path: str) -> bytes | None: ...
+    def tree_files(self, commit: str) -> tuple[list[str], dict[str, str]]: ...
+    def files_unordered(self, commit: str) -> Iterator[tuple[str, bytes]]: ...
+    def changed_paths(self, old: str | None, new: str) -> list[str]: ...
+
+    # new heads, written locally before they are published
+    def commit(
+        self,
+        parent: str | None,
+        changes: Mapping[str, bytes | None],
+        message: str,
+        *,
+        when: datetime | None = None,
+    ) -> str | None:
+        """A new head on ``parent`` with ``changes`` (None: delete); None if nothing changes."""
+        ...
+
+    def build_commit(
+        self, files: Iterable[tuple[str, bytes]], message: str, *, parent: str | None = None
+    ) -> str:
+        """A new head holding exactly ``files``; ``parent`` only records history."""
+        ...
+
+
+class OpenTarget(Protocol):
+    """Opens an index target in a local folder for a URL (the import's source, a reader process)."""
+
+    def __call__(
+        self,
+        path: Path,
+        remote_url: str,
+        *,
+        branch: str = ...,
+        connect_timeout_ms: int = ...,
+        timeout_ms: int = ...,
+    ) -> IndexTarget: ...
+
+
+class Observer(Protocol):
+    """What the sync worker tells whoever watches it (metrics); every method is cheap."""
+
+    def pass_done(self, seconds: float) -> None: ...
+    def remote_up(self, up: bool) -> None: ...
+    def read_back(self, confirmed: bool | None) -> None:
+        """A read-back's outcome: confirmed, unconfirmed, or None when the target was unreachable."""
+        ...
+
+    def pushed(self, reported: str, seconds: float | None) -> None: ...
+    def held(self) -> None: ...
+    def confirmed(self, latencies: Sequence[float]) -> None: ...
+    def failed(self, reason: str) -> None: ...
+
+
+class Unobserved:
+    """An :class:`Observer` that keeps nothing (a worker nobody watches)."""
+
+    def pass_done(self, seconds: float) -> None:
+        pass
+
+    def remote_up(self, up: bool) -> None:
+        pass
+
+    def read_back(self, confirmed: bool | None) -> None:
+        pass
+
+    def pushed(self, reported: str, seconds: float | None) -> None:
+        pass
+
+    def held(self) -> None:
+        pass
+
+    def confirmed(self, latencies: Sequence[float]) -> None:
+        pass
+
+    def failed(self, reason: str) -> None:
+        pass

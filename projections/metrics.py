@@ -9,13 +9,23 @@ describes the whole log.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from projections.consistency import CLASSES
+from ledger.ports import Database
+from projections.consistency import CLASSES, AuditReport
+from projections.runner import ViewRunner
 from projections.schema import DEFAULT_GRACE_S
 
-if TYPE_CHECKING:
-    from ledger.services.ledger import Ledger
+
+class Measured(Protocol):
+    """What the metrics read of a ledger: its store, its views and its audit."""
+
+    @property
+    def db(self) -> Database: ...
+    @property
+    def views(self) -> ViewRunner: ...
+    def audit(self, *, grace: float = ...) -> AuditReport: ...
+
 
 VERSION_STATES = ("published", "yanked", "deleted")
 
@@ -38,7 +48,7 @@ class Metric:
         }
 
 
-def collect(ledger: Ledger, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
+def collect(ledger: Measured, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
     """Every metric, from the views (caught up after the lag is measured)."""
     lag = ledger.views.lag()
     report = ledger.audit(grace=grace)

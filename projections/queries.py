@@ -1,9 +1,10 @@
-"""Read-side queries the worker and the repair use: open jobs and one crate's rows."""
+"""Read-side queries of the views that the use cases need: jobs, rows, positions, spellings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.ports import Database
 
@@ -86,3 +87,33 @@ def crate_spelling(db: Database, crate_keys: Iterable[str]) -> dict[str, str]:
         if rows:
             found[key] = rows[0][0]
     return found
+
+
+def known_crate_keys(db: Database) -> set[str]:
+    """The collision keys of every crate the database view has a row of."""
+    return {row[0] for row in db.query("SELECT DISTINCT crate_key FROM view_versions")}
+
+
+def jobs_of_crate(db: Database, crate_key: str) -> list[tuple[str, str]]:
+    """A crate's sync jobs as (job id, versions as JSON), in enqueue order."""
+    rows = db.query(
+        "SELECT job, versions FROM view_jobs WHERE crate_key = ? ORDER BY enqueued_pos",
+        (crate_key,),
+    )
+    return [(str(job), str(versions)) for job, versions in rows]
+
+
+def views_position(db: Database, name: str) -> int:
+    """The log position the views named ``name`` have reached (0 before the first batch)."""
+    rows = db.query("SELECT position FROM view_tracking WHERE name = ?", (name,))
+    return int(rows[0][0]) if rows else 0
+
+
+def versions_changed_since(db: Database, position: int) -> Iterator[tuple[Any, ...]]:
+    """Every row of each crate with a row of the database view changed after ``position``:
+    (crate_key, crate, digest, state), by crate then publication order."""
+    return db.stream(
+        "SELECT crate_key, crate, digest, state FROM view_versions WHERE crate_key IN "
+        "(SELECT crate_key FROM view_versions WHERE updated_pos > ?) ORDER BY crate_key, seq",
+        (position,),
+    )

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
-from ledger.adapters.stores.events import LogRow, log_rows
+from eventsourcing.application import Application
+
 from ledger.domain.errors import LedgerError
-from ledger.ports import Cursor, Database
+from ledger.ports import Cursor, Database, EventLog, LogRow
 from ledger.progress import report
-from ledger.services.publishing import PublicationLedger
 from projections.schema import (
     INDEXES,
     TABLES,
@@ -101,9 +102,10 @@ class ProjectionError(LedgerError):
 class ViewRunner:
     """Keeps the views of one store up to date with its event log."""
 
-    def __init__(self, app: PublicationLedger, db: Database, *, batch_size: int = 2000) -> None:
+    def __init__(self, app: Application[Any], db: Database, log: EventLog, *, batch_size: int = 2000) -> None:
         self.app = app
         self.db = db
+        self.log = log
         self.batch_size = batch_size
 
     # -- schema -----------------------------------------------------------------------------
@@ -252,7 +254,7 @@ class ViewRunner:
 
     def _read(self, start: int, until: int | None) -> list[Event]:
         """The next batch of events after ``start``, decoded."""
-        return self._decode(log_rows(self.app.recorder, start, self.batch_size, until))
+        return self._decode(self.log.rows(start, self.batch_size, until))
 
     def _decode(self, rows: list[LogRow]) -> list[Event]:
         mapper, decoded = self.app.mapper, []

@@ -629,7 +629,7 @@ class TestCommitObjects:
         self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The same changes give the same tree whether the new objects go loose or into a pack."""
-        import ledger.adapters.git.index as git_index
+        import ledger.adapters.git.writing as git_index
 
         files = {f"{n % 7}/{n % 3}/crate{n}": f"line {n}\n".encode() for n in range(40)}
         base = index.commit(None, files, "base")
@@ -657,7 +657,7 @@ class TestCommitObjects:
     def test_small_packs_are_merged_past_the_limit(
         self, index: GitIndex, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import ledger.adapters.git.index as git_index
+        import ledger.adapters.git.writing as git_index
 
         if shutil.which("git") is None:
             pytest.skip("git is not installed")

@@ -300,7 +300,7 @@ class TestStructuredLog:
 class TestReadingJobs:
     def test_many_jobs_read_at_once_equal_each_read_alone(self, ledger: Ledger, line: LineFactory) -> None:
         """``Ledger.jobs`` rebuilds each job from its events as ``get_job`` does, for more jobs than one read."""
-        import ledger.services.ledger as api
+        import ledger.services.core as api
 
         receipts = [ledger.publish(line(f"crate{n}", "1.0.0"), ACTOR) for n in range(7)]
         receipts.append(ledger.yank("crate3", "1.0.0", ACTOR))

@@ -110,10 +110,10 @@ def test_what_is_kept_equals_reading_everything(store_url: str, tmp_path: Path) 
         ledger.views.catch_up()
         db, index = ledger.db, ledger.index()
         head = index.fetch()
-        cached = repair_module._Planner(db, remove_phantoms=False).plan(index, head)
+        cached = repair_module._Planner(db, ledger.log, remove_phantoms=False).plan(index, head)
         for path in kept(ledger):
             path.unlink()
-        fresh = repair_module._Planner(db, remove_phantoms=False).plan(index, head)
+        fresh = repair_module._Planner(db, ledger.log, remove_phantoms=False).plan(index, head)
         assert [c.to_dict(entries=True) for c in cached.changes] == [
             c.to_dict(entries=True) for c in fresh.changes
         ]

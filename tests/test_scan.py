@@ -13,8 +13,8 @@ import pygit2
 from ledger.bootstrap import open_ledger
 from ledger.domain.index_format import fields_digest
 from ledger.domain.names import index_path
+from ledger.domain.real_lines import line_tag, read_line
 from ledger.services.ledger import AsOf, Ledger
-from ledger.services.scan import line_tag, read_line
 from ledger.settings import Settings
 from ledger.testing import tamper
 from tests.conftest import make_line

@@ -66,7 +66,7 @@ def test_a_no_status_outage_shows_on_the_endpoint_and_clears_after_recovery(
     settings = Settings(
         store=store_url, remote=server.url, index_dir=tmp_path / "clone.git", connect_timeout_ms=1000
     )
-    registry, metrics = worker_registry(settings)
+    registry, metrics = worker_registry(lambda: open_ledger(settings))
     http = serve_metrics(registry, 0)
     port = http.port
     stop = threading.Event()
@@ -121,7 +121,7 @@ def test_a_no_status_outage_shows_on_the_endpoint_and_clears_after_recovery(
 def test_the_endpoint_answers_while_the_store_is_down(tmp_path: Path) -> None:
     """No store to read: the scrape still answers, and says so."""
     settings = Settings(store="postgresql://ledger@127.0.0.1:1/none", connect_timeout_ms=300)
-    registry, _ = worker_registry(settings)
+    registry, _ = worker_registry(lambda: open_ledger(settings))
     http = serve_metrics(registry, 0)
     try:
         text = scrape(http.port)

@@ -47,7 +47,7 @@ def assert_replays_alike(
 ) -> None:
     """The views replayed from position zero in batches of each size, then rebuilt, equal ``expected``."""
     for size in sizes:
-        runner = ViewRunner(ledger.app, ledger.db, batch_size=size)
+        runner = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=size)
         runner.drop_tables()
         runner.create_tables()
         runner.catch_up()
@@ -171,7 +171,7 @@ def scenario(ledger: Ledger, line: LineFactory, after_each: Callable[[], object]
 class TestRebuild:
     def test_rebuild_equals_the_incrementally_built_views(self, ledger: Ledger, line: LineFactory) -> None:
         """Views caught up in small batches after every step equal, row for row, views rebuilt from zero."""
-        small = ViewRunner(ledger.app, ledger.db, batch_size=2)
+        small = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=2)
         scenario(ledger, line, small.catch_up)
         incremental = dump(ledger.db)
         assert all(incremental[t] for t in VIEW_TABLES), "the scenario fills every view"
@@ -183,7 +183,7 @@ class TestRebuild:
     ) -> None:
         """A batch that fails leaves the views at the last whole batch; continuing equals a rebuild."""
         scenario(ledger, line, lambda: None)
-        runner = ViewRunner(ledger.app, ledger.db, batch_size=3)
+        runner = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=3)
         runner.drop_tables()
         runner.create_tables()
         assert runner.catch_up(until=6) == 6  # two whole batches only
@@ -202,15 +202,15 @@ class TestRebuild:
         assert runner.position() == 6
         assert dump(ledger.db) == before_crash
 
-        assert ViewRunner(ledger.app, ledger.db, batch_size=3).catch_up() == ledger.views.head()
+        assert ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=3).catch_up() == ledger.views.head()
         continued = dump(ledger.db)
         ledger.rebuild()
         assert dump(ledger.db) == continued
 
     def test_two_runners_apply_each_event_once(self, ledger: Ledger, line: LineFactory) -> None:
         """Two runners catching up the same store in turns end with the same views as one rebuild."""
-        first = ViewRunner(ledger.app, ledger.db, batch_size=2)
-        second = ViewRunner(ledger.app, ledger.db, batch_size=5)
+        first = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=2)
+        second = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=5)
         turn = iter([first, second] * 50)
         scenario(ledger, line, lambda: next(turn).catch_up())
         together = dump(ledger.db)
@@ -223,7 +223,7 @@ class TestRebuild:
         """From ``BULK_CATCH_UP`` events behind (an import), the catch-up drops ``view_unsynced``
         and makes it once at the end; the views equal those kept batch by batch, also when the
         catch-up stopped half way and was taken up again."""
-        small = ViewRunner(ledger.app, ledger.db, batch_size=2)
+        small = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=2)
         scenario(ledger, line, small.catch_up)
         incremental = dump(ledger.db)
         assert incremental["view_unsynced"], "the scenario leaves crates out of sync"
@@ -238,7 +238,7 @@ class TestRebuild:
         monkeypatch.setattr(runner_module, "BULK_CATCH_UP", 5)
         monkeypatch.setattr(ViewRunner, "_catch_up_in_bulk", counted)
         monkeypatch.setattr(runner_module, "REBUILD_BATCH_SIZE", 4)
-        runner = ViewRunner(ledger.app, ledger.db, batch_size=1)
+        runner = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=1)
         runner.drop_tables()
         runner.create_tables()
 
@@ -363,7 +363,7 @@ class TestAppendedFiles:
             assert rows() == expected(position), f"step {step}"
         whole = dump(ledger.db)
 
-        together = ViewRunner(ledger.app, ledger.db, batch_size=1000)
+        together = ViewRunner(ledger.app, ledger.db, ledger.log, batch_size=1000)
         for upto, _ in history[9::10]:  # files in one batch, after each other
             together.drop_tables()
             together.create_tables()
@@ -441,7 +441,7 @@ class TestReading:
         monkeypatch.setenv("COMPRESSOR_TOPIC", "eventsourcing.compressor:ZlibCompressor")
         with open_ledger(Settings(store=f"sqlite:///{tmp_path / 'zipped.db'}")) as zipped:
             assert zipped.app.mapper.compressor is not None
-            small = ViewRunner(zipped.app, zipped.db, batch_size=2)
+            small = ViewRunner(zipped.app, zipped.db, zipped.log, batch_size=2)
             scenario(zipped, line, small.catch_up)
             incremental = dump(zipped.db)
             assert zipped.rebuild() == zipped.views.head()

@@ -17,7 +17,7 @@ thread of its own), so a Prometheus server scrapes the worker directly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ledger.adapters.stores.events import count_with_topic
 from ledger.domain.aggregates import IndexRemote
 from ledger.domain.errors import LedgerError
 from ledger.logs import warn_step
@@ -33,19 +32,14 @@ from projections import metrics as views_metrics
 
 if TYPE_CHECKING:
     from ledger.services.ledger import Ledger
-    from ledger.settings import Settings
 
 PUSH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class WorkerMetrics:
-    """The worker's own counters, histograms and gauges, registered in ``registry``."""
-
-    @classmethod
-    def unregistered(cls) -> WorkerMetrics:
-        """Metrics nobody scrapes (a worker without an endpoint counts all the same)."""
-        return cls(CollectorRegistry(auto_describe=False))
+    """The worker's own counters, histograms and gauges, registered in ``registry``: the
+    :class:`~ledger.ports.Observer` a worker with a metrics endpoint is given."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.pushes = Counter(
@@ -54,7 +48,7 @@ class WorkerMetrics:
             ["reported"],
             registry=registry,
         )
-        self.confirmed = Counter(
+        self.confirmed_jobs = Counter(
             "ledger_jobs_confirmed",
             "Index sync jobs confirmed by reading the remote back.",
             registry=registry,
@@ -65,7 +59,7 @@ class WorkerMetrics:
         self.readbacks = Counter(
             "ledger_readbacks", "Read-backs of the remote, by outcome.", ["outcome"], registry=registry
         )
-        self.held = Counter(
+        self.held_jobs = Counter(
             "ledger_jobs_held",
             "Jobs held because their crate's file holds lines the ledger has no record of.",
             registry=registry,
@@ -84,13 +78,41 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.remote_up = Gauge(
+        self.remote_up_gauge = Gauge(
             "ledger_remote_up",
             "1 when the index remote answered the worker's last fetch or read-back; 0 otherwise or before.",
             registry=registry,
         )
         for reason in ("rejected", "no_status", "unconfirmed", "timeout", "unreachable", "error"):
             self.failures.labels(reason=reason)  # each series exists from the start, at 0
+
+    # -- what the worker tells (ledger.ports.Observer) ----------------------------------------
+
+    def pass_done(self, seconds: float) -> None:
+        self.pass_seconds.observe(seconds)
+
+    def remote_up(self, up: bool) -> None:
+        self.remote_up_gauge.set(1 if up else 0)
+
+    def read_back(self, confirmed: bool | None) -> None:
+        outcome = "unreachable" if confirmed is None else "confirmed" if confirmed else "unconfirmed"
+        self.readbacks.labels(outcome=outcome).inc()
+
+    def pushed(self, reported: str, seconds: float | None) -> None:
+        if seconds is not None:
+            self.push_seconds.observe(seconds)
+        self.pushes.labels(reported=reported).inc()
+
+    def held(self) -> None:
+        self.held_jobs.inc()
+
+    def confirmed(self, latencies: Sequence[float]) -> None:
+        self.confirmed_jobs.inc(len(latencies))
+        for seconds in latencies:
+            self.latency.observe(seconds)
+
+    def failed(self, reason: str) -> None:
+        self.failures.labels(reason=reason).inc()
 
 
 class ViewsCollector(Collector):
@@ -127,10 +149,10 @@ def _view_families(ledger: Ledger) -> Iterator[Metric]:
             family.add_metric([sample[k] for k in labels], value)
         yield family
     scans = CounterMetricFamily("ledger_scans", "Scans of the real index recorded in the log.")
-    scans.add_metric([], count_with_topic(ledger.db, IndexRemote.IndexScanned.TOPIC))
+    scans.add_metric([], ledger.log.count_with_topic(IndexRemote.IndexScanned.TOPIC))
     yield scans
     repairs = CounterMetricFamily("ledger_repairs", "Repairs of the index recorded in the log.")
-    repairs.add_metric([], count_with_topic(ledger.db, IndexRemote.RepairApplied.TOPIC))
+    repairs.add_metric([], ledger.log.count_with_topic(IndexRemote.RepairApplied.TOPIC))
     yield repairs
 
 
@@ -141,11 +163,11 @@ def views_registry(open_ledger: Callable[[], AbstractContextManager[Ledger]]) ->
     return registry
 
 
-def worker_registry(settings: Settings) -> tuple[CollectorRegistry, WorkerMetrics]:
+def worker_registry(
+    open_ledger: Callable[[], AbstractContextManager[Ledger]],
+) -> tuple[CollectorRegistry, WorkerMetrics]:
     """The worker's endpoint: its own metrics, and the views' read on a ledger opened per scrape."""
-    from ledger.bootstrap import open_ledger
-
-    registry = views_registry(lambda: open_ledger(settings))
+    registry = views_registry(open_ledger)
     return registry, WorkerMetrics(registry)
 
 

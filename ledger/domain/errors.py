@@ -23,7 +23,7 @@ so callers and the CLI only ever need to know this tree.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 class LedgerError(Exception):
@@ -101,3 +101,26 @@ class StoreUnavailable(InfrastructureError):
 
 class RemoteUnavailable(InfrastructureError):
     """The git remote cannot be reached or used."""
+
+
+_UNREACHABLE_MARKERS = (
+    "connection refused",
+    "failed to connect",
+    "could not resolve",
+    "failed to resolve",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "no route to host",
+    "network is unreachable",
+    "host is unreachable",
+)
+
+
+def classify_error(message: str) -> Literal["timeout", "unreachable", "other"]:
+    """Which kind of failure a network error's text describes (libgit2's and git's words)."""
+    text = message.lower()
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if any(marker in text for marker in _UNREACHABLE_MARKERS):
+        return "unreachable"
+    return "other"

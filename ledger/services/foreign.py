@@ -21,7 +21,7 @@ from typing import Any
 from ledger.domain.errors import InvalidLine
 from ledger.domain.index_format import parse_line
 from ledger.domain.names import collision_key, crate_from_path, index_path
-from ledger.services.scan import Known, ReadLine, numbered_lines, read_line
+from ledger.domain.real_lines import Known, ReadLine, numbered_lines, read_line
 from projections.queries import VersionRow
 
 

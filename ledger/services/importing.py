@@ -52,8 +52,8 @@ from ledger.services.publishing import CheckedLine, Confirmation
 from ledger.settings import check_remote_url, redact
 
 if TYPE_CHECKING:
-    from ledger.adapters.git.index import GitIndex
-    from ledger.services.ledger import Ledger
+    from ledger.ports import IndexTarget, OpenTarget
+    from ledger.services.core import LedgerCore
 
 ACTOR = IMPORT_ACTOR
 METHOD = "import: read from the remote"
@@ -167,7 +167,7 @@ def read_crate_file(path: str, data: bytes) -> _CrateFile:
 
 
 def import_index(
-    ledger: Ledger,
+    ledger: LedgerCore,
     source: str,
     *,
     branch: str | None = None,
@@ -185,8 +185,6 @@ def import_index(
     ``readers`` processes (default :data:`READ_PROCESSES`) read and check the crate files of a
     large index while this process records them; the result is the same as reading here.
     """
-    from ledger.adapters.git.index import GitIndex
-
     started = time.monotonic()
     check_remote_url(source)
     _check_local_source(source)
@@ -195,7 +193,7 @@ def import_index(
     result = ImportResult(source=shown)
     log_step("import_started", source=shown, branch=branch)
     with _clone_folder(ledger, clone_dir) as folder:
-        index = GitIndex.open(
+        index = ledger.open_target(
             folder,
             source,
             branch=branch,
@@ -218,7 +216,7 @@ def import_index(
             count = READ_PROCESSES if readers is None else readers
             with _fewer_collections():
                 if count > 1 and len(paths) >= PARALLEL_FILES:
-                    adoption.run(_read_elsewhere(folder, branch, head, paths, count))
+                    adoption.run(_read_elsewhere(ledger.open_target, folder, branch, head, paths, count))
                 else:
                     adoption.run(read_crate_file(path, index.read_blob(head, path) or b"") for path in paths)
         finally:
@@ -239,7 +237,7 @@ def import_index(
     return result
 
 
-def adopt_files(ledger: Ledger, source: str, head: str, files: dict[str, bytes]) -> ImportResult:
+def adopt_files(ledger: LedgerCore, source: str, head: str, files: dict[str, bytes]) -> ImportResult:
     """Adopt the lines of these crate files, read from the index at ``head``, as an import does.
 
     The worker's adoption on first touch: each file's lines the ledger has no record of are
@@ -309,7 +307,7 @@ def _not_json(name: str) -> Any:
 
 
 @contextmanager
-def _clone_folder(ledger: Ledger, configured: Path | None) -> Iterator[Path]:
+def _clone_folder(ledger: LedgerCore, configured: Path | None) -> Iterator[Path]:
     """The folder for the source's bare clone: given, derived from the settings, or temporary."""
     if configured is not None:
         yield configured
@@ -326,15 +324,10 @@ def _clone_folder(ledger: Ledger, configured: Path | None) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _derived_folder(ledger: Ledger) -> Path | None:
+def _derived_folder(ledger: LedgerCore) -> Path | None:
     """Beside the ledger's index clone when the settings place it (index dir or SQLite file)."""
-    from ledger.bootstrap import index_dir
-
-    settings = ledger.settings
-    if settings.index_dir is None and settings.store_url.kind != "sqlite":
-        return None
-    own = index_dir(settings)
-    return own.with_name(own.name + "-import")
+    own = ledger.index_dir
+    return None if own is None else own.with_name(own.name + "-import")
 
 
 @contextmanager
@@ -349,11 +342,12 @@ def _fewer_collections() -> Iterator[None]:
 
 
 def _read_elsewhere(
-    folder: Path, branch: str, head: str, paths: list[str], processes: int
+    open_target: OpenTarget, folder: Path, branch: str, head: str, paths: list[str], processes: int
 ) -> Iterator[_CrateFile]:
     """The crate files at ``paths``, read and checked by ``processes`` other processes, in order.
 
-    Each opens the clone the source was fetched into; at most :data:`TASKS_AHEAD` tasks per
+    Each opens the clone the source was fetched into with ``open_target`` (a module-level
+    function, so it reaches them by name); at most :data:`TASKS_AHEAD` tasks per
     process wait to be recorded, so memory stays bounded however fast they read. A reader that
     dies makes the import fail (``BrokenProcessPool``) rather than wait for it.
     """
@@ -366,7 +360,7 @@ def _read_elsewhere(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_open_reader,
-        initargs=(str(folder), branch, head),
+        initargs=(open_target, str(folder), branch, head),
     )
     try:
         waiting: deque[Future[list[_CrateFile]]] = deque()
@@ -380,16 +374,14 @@ def _read_elsewhere(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-_reader: tuple[GitIndex, str] | None = None
+_reader: tuple[IndexTarget, str] | None = None
 """In a reading process: the clone and the commit to read."""
 
 
-def _open_reader(folder: str, branch: str, head: str) -> None:
-    from ledger.adapters.git.index import GitIndex
-
+def _open_reader(open_target: OpenTarget, folder: str, branch: str, head: str) -> None:
     global _reader  # noqa: PLW0603  (one per reading process, set by the pool's initializer)
     gc.set_threshold(max(GC_THRESHOLD, gc.get_threshold()[0]), *gc.get_threshold()[1:])
-    _reader = (GitIndex.open(Path(folder), folder, branch=branch), head)
+    _reader = (open_target(Path(folder), folder, branch=branch), head)
 
 
 def _read_task(paths: list[str]) -> list[_CrateFile]:
@@ -401,7 +393,7 @@ def _read_task(paths: list[str]) -> list[_CrateFile]:
 class _Adoption:
     """Records crate files in chunks through the batched path, and confirms the jobs created."""
 
-    def __init__(self, ledger: Ledger, result: ImportResult, head: str, events_per_save: int) -> None:
+    def __init__(self, ledger: LedgerCore, result: ImportResult, head: str, events_per_save: int) -> None:
         self.ledger = ledger
         self.result = result
         self.head = head

@@ -29,41 +29,34 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ledger.adapters.stores.events import CHAIN_TABLE
-from ledger.adapters.stores.lease import Lease
 from ledger.domain.aggregates import IndexRemote
 from ledger.domain.errors import LockHeld, RemoteUnavailable
 from ledger.domain.index_format import render_fields
 from ledger.domain.names import collision_key, crate_from_path, index_path
-from ledger.logs import log_step
-from ledger.ports import Database
-from ledger.progress import report
-from ledger.services.restore import adopt_lost_lines, find_lost_lines
-from ledger.services.scan import (
-    CONFIG_PATH,
+from ledger.domain.real_lines import (
     ReadLine,
-    Registered,
-    Scope,
-    chunks,
     file_fingerprint,
     fingerprint,
-    known_lines,
     line_tag,
-    load_registered,
     numbered_lines,
     read_line,
-    registry_fingerprints,
-    save_remote_events,
     tag,
     well_formed,
 )
-from projections.queries import VersionRow
+from ledger.logs import log_step
+from ledger.ports import Database, EventLog, Lease
+from ledger.progress import report
+from ledger.services.restore import adopt_lost_lines, find_lost_lines
+from ledger.services.scan import CONFIG_PATH, Scope, save_remote_events
+from projections.crates import Registered, chunks, known_lines, load_registered, registry_fingerprints
+from projections.queries import VersionRow, versions_changed_since, views_position
+from projections.runner import TRACKING_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from ledger.adapters.git.index import GitIndex
-    from ledger.services.ledger import Ledger
+    from ledger.ports import IndexTarget
+    from ledger.services.core import LedgerCore
 
 CHANGES_PER_EVENT = 2000
 FULL_TREE_CHANGES = 20_000
@@ -155,7 +148,7 @@ class RepairResult:
 
 
 def repair(
-    ledger: Ledger,
+    ledger: LedgerCore,
     *,
     dry_run: bool = False,
     remove_phantoms: bool = False,
@@ -173,7 +166,7 @@ def repair(
     """
     started = time.monotonic()
     index = ledger.index()
-    lease = None if dry_run else Lease(ledger.db, _holder(), ttl=LEASE_TTL)
+    lease = None if dry_run else ledger.lease(_holder(), LEASE_TTL)
     if lease is not None:
         lease.acquire()
     try:
@@ -182,7 +175,7 @@ def repair(
         lost = find_lost_lines(ledger, index, head) if restore_lost else []
         if lost and not dry_run:
             adopt_lost_lines(ledger, lost)
-        result = _Planner(ledger.db, remove_phantoms=remove_phantoms).plan(index, head)
+        result = _Planner(ledger.db, ledger.log, remove_phantoms=remove_phantoms).plan(index, head)
         _leave_odd_entries(index, head, result)
         result.restored = [line.to_dict() for line in lost]
         result.dry_run = dry_run
@@ -208,7 +201,7 @@ def repair(
     return result
 
 
-def _leave_odd_entries(index: GitIndex, head: str | None, result: RepairResult) -> None:
+def _leave_odd_entries(index: IndexTarget, head: str | None, result: RepairResult) -> None:
     """Drop the planned changes to a path that is not a regular file in the index (a directory,
     a symbolic link, a submodule): writing there would remove what it holds. Reported instead."""
     kept: list[PlannedChange] = []
@@ -252,13 +245,14 @@ def _actor() -> str:
 class _Planner:
     """Compares every crate file at head with the database view and plans the changes."""
 
-    def __init__(self, db: Database, *, remove_phantoms: bool) -> None:
+    def __init__(self, db: Database, log: EventLog, *, remove_phantoms: bool) -> None:
         self.db = db
+        self.log = log
         self.remove_phantoms = remove_phantoms
 
-    def plan(self, index: GitIndex, head: str | None) -> RepairResult:
+    def plan(self, index: IndexTarget, head: str | None) -> RepairResult:
         result = RepairResult(dry_run=True, head=head)
-        registry = _registry(self.db, index.path / REGISTRY_FILE)
+        registry = _registry(self.db, self.log, index.path / REGISTRY_FILE)
         scope: Scope = {}
         own_seen: set[str] = set()
         config = False
@@ -381,7 +375,7 @@ class _Planner:
 _Fingerprints: TypeAlias = dict[str, tuple[str, str | None]]
 
 
-def _registry(db: Database, store: Path) -> _Fingerprints:
+def _registry(db: Database, log: EventLog, store: Path) -> _Fingerprints:
     """:func:`~ledger.services.scan.registry_fingerprints` (ordered), read again only where it changed.
 
     The fingerprints are kept at ``store`` with the views' log position and the hash chain's
@@ -389,20 +383,15 @@ def _registry(db: Database, store: Path) -> _Fingerprints:
     is the same, only the crates with a row of the database view changed after it (every insert
     and update of a row sets its ``updated_pos``) are read again; otherwise all of them.
     """
-    position = _views_position(db)
+    position = views_position(db, TRACKING_NAME)
     saved_position, saved_link, found = _load_registry(store)
-    if saved_position is None or saved_position > position or _link(db, saved_position) != saved_link:
+    if saved_position is None or saved_position > position or log.chain_link(saved_position) != saved_link:
         found = registry_fingerprints(db, ordered=True)
     else:
-        rows = db.stream(
-            "SELECT crate_key, crate, digest, state FROM view_versions WHERE crate_key IN "
-            "(SELECT crate_key FROM view_versions WHERE updated_pos > ?) ORDER BY crate_key, seq",
-            (saved_position,),
-        )
-        found.update(_fingerprints_of(rows))
+        found.update(_fingerprints_of(versions_changed_since(db, saved_position)))
         if saved_position == position:
             return found
-    link = _link(db, position)
+    link = log.chain_link(position)
     if link is not None:
         _save_registry(store, position, link, found)
     return found
@@ -416,19 +405,6 @@ def _fingerprints_of(rows: Iterable[tuple[Any, ...]]) -> _Fingerprints:
         tags = [tag(digest, state == "yanked") for _, _, digest, state in rows_of if state != "deleted"]
         found[crate_key] = (rows_of[0][1], fingerprint(tags, ordered=True))
     return found
-
-
-def _views_position(db: Database) -> int:
-    from projections.runner import TRACKING_NAME
-
-    rows = db.query("SELECT position FROM view_tracking WHERE name = ?", (TRACKING_NAME,))
-    return int(rows[0][0]) if rows else 0
-
-
-def _link(db: Database, position: int) -> str | None:
-    """The hash chain's link at ``position``: the whole log up to it, in one value."""
-    rows = db.query(f"SELECT link FROM {CHAIN_TABLE[db.dialect]} WHERE position = ?", (position,))
-    return str(rows[0][0]) if rows else None
 
 
 def _load_registry(store: Path) -> tuple[int | None, str | None, _Fingerprints]:
@@ -471,7 +447,7 @@ def _shape(path: str, data: bytes) -> _Shape:
     return well_formed(data), file_fingerprint(data, ordered=True), name, key
 
 
-def _file_shapes(index: GitIndex, head: str | None) -> Iterator[tuple[str, _Shape, bytes | None]]:
+def _file_shapes(index: IndexTarget, head: str | None) -> Iterator[tuple[str, _Shape, bytes | None]]:
     """Every file at ``head`` with its :data:`_Shape`, and its bytes when they were read.
 
     Both are functions of a file's bytes alone, so they are kept beside the clone
@@ -611,7 +587,7 @@ def _line_changes(
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _apply(ledger: Ledger, index: GitIndex, lease: Lease, result: RepairResult, actor: str) -> None:
+def _apply(ledger: LedgerCore, index: IndexTarget, lease: Lease, result: RepairResult, actor: str) -> None:
     """Commit, push and read back the planned changes, then record ``RepairApplied``."""
     if not result.changed:
         result.confirmed = True
@@ -629,9 +605,9 @@ def _apply(ledger: Ledger, index: GitIndex, lease: Lease, result: RepairResult, 
         result.changes, result.config, result.confirmed = [], False, True
         return
     if not lease.try_acquire():
-        state = lease.state()
-        msg = f"another index writer ({state.holder}) took the lock during the repair; nothing was pushed"
-        raise LockHeld(msg, holder=state.holder)
+        holder = lease.current_holder()
+        msg = f"another index writer ({holder}) took the lock during the repair; nothing was pushed"
+        raise LockHeld(msg, holder=holder)
     result.commit = commit
     report = index.push(commit)
     result.reported = report.status
@@ -658,7 +634,7 @@ def _apply(ledger: Ledger, index: GitIndex, lease: Lease, result: RepairResult, 
 
 
 def _full_tree(
-    index: GitIndex, head: str | None, files: dict[str, bytes | None]
+    index: IndexTarget, head: str | None, files: dict[str, bytes | None]
 ) -> Iterator[tuple[str, bytes]]:
     """Every file of the repaired index: those at head with the changes applied, then new ones."""
     seen: set[str] = set()

@@ -18,16 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger.adapters.stores.events import notifications_with_topic
 from ledger.domain.aggregates import IMPORT_ACTOR, SyncJob
 from ledger.domain.names import collision_key, crate_from_path, index_path
+from ledger.domain.real_lines import numbered_lines
 from ledger.services.foreign import find_foreign
-from ledger.services.scan import numbered_lines
 from projections.queries import VersionRow, live_versions_of
 
 if TYPE_CHECKING:
-    from ledger.adapters.git.index import GitIndex
-    from ledger.services.ledger import Ledger
+    from ledger.ports import IndexTarget
+    from ledger.services.core import LedgerCore
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,11 @@ class LostLine:
         return found
 
 
-def ledger_commits(ledger: Ledger) -> list[tuple[str, str]]:
+def ledger_commits(ledger: LedgerCore) -> list[tuple[str, str]]:
     """(commit, parent) of every push the worker attempted, in log order, each once."""
     seen: set[tuple[str, str]] = set()
     pairs: list[tuple[str, str]] = []
-    for notification in notifications_with_topic(ledger.db, SyncJob.IndexPushAttempted.TOPIC):
+    for notification in ledger.log.notifications_with_topic(SyncJob.IndexPushAttempted.TOPIC):
         event = ledger.app.mapper.to_domain_event(notification)
         assert isinstance(event, SyncJob.IndexPushAttempted)
         if event.commit is None or event.parent is None:
@@ -74,7 +73,7 @@ def ledger_commits(ledger: Ledger) -> list[tuple[str, str]]:
     return pairs
 
 
-def find_lost_lines(ledger: Ledger, index: GitIndex, head: str | None) -> list[LostLine]:
+def find_lost_lines(ledger: LedgerCore, index: IndexTarget, head: str | None) -> list[LostLine]:
     """Every line the ledger's landed commits removed without a record, missing at ``head``."""
     if head is None:
         return []
@@ -113,7 +112,7 @@ def _lines_and_versions(
     return {raw for _, raw in numbered_lines(data)}, {entry[0] for entry in entries}
 
 
-def _removed_lines(index: GitIndex, parent: str, commit: str) -> Iterator[tuple[str, bytes]]:
+def _removed_lines(index: IndexTarget, parent: str, commit: str) -> Iterator[tuple[str, bytes]]:
     """(path, line) for each line of a crate file at ``parent`` that ``commit`` no longer has."""
     for path in index.changed_paths(parent, commit):
         before = numbered_lines(index.read_blob(parent, path))
@@ -127,7 +126,7 @@ def _removed_lines(index: GitIndex, parent: str, commit: str) -> Iterator[tuple[
                 yield path, raw
 
 
-def adopt_lost_lines(ledger: Ledger, lines: list[LostLine]) -> int:
+def adopt_lost_lines(ledger: LedgerCore, lines: list[LostLine]) -> int:
     """Record the restorable lines as imported (their jobs open until the index holds them)."""
     restorable = [line for line in lines if line.restorable and index_path(line.crate) == line.path]
     if not restorable:

@@ -22,312 +22,42 @@ view in one streaming query; an incremental scan reads the views of the changed 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
 from ledger.domain.aggregates import IndexRemote
-from ledger.domain.errors import InvalidLine, InvalidVersion, StoreUnavailable
-from ledger.domain.index_format import parse_line
+from ledger.domain.errors import StoreUnavailable
 from ledger.domain.names import collision_key, crate_from_path, index_path
-from ledger.domain.versions import parse_version
+from ledger.domain.real_lines import ReadLine, file_fingerprint, numbered_lines, read_line
 from ledger.logs import log_step
 from ledger.ports import Database
 from ledger.progress import report
 from ledger.settings import redact
-from projections.queries import VersionRow
-from projections.schema import has_table
+from projections.crates import (
+    Belief,
+    Registered,
+    belief_fingerprints,
+    chunks,
+    known_lines,
+    last_scan,
+    load_beliefs,
+    load_registered,
+    registry_fingerprints,
+    unsynced_keys,
+)
 
 if TYPE_CHECKING:
-    from ledger.adapters.git.index import GitIndex
-    from ledger.services.ledger import Ledger
+    from ledger.ports import IndexTarget
+    from ledger.services.core import LedgerCore
 
 CONFIG_PATH = "config.json"
-KEYS_PER_QUERY = 500
 INCREMENTAL_LIMIT = 5000
 """Beyond this many changed paths a full scan, which reads blobs in bulk, is faster."""
 SAVE_RETRIES = 3
-
-_YANKED_TRUE = b'"yanked":true'
-_YANKED_FALSE = b'"yanked":false'
-
-
-# -- reading lines ------------------------------------------------------------------------------
-
-
-def line_tag(raw: bytes) -> tuple[str, bool]:
-    """The content digest and yanked flag ``raw`` has if it is a canonical index line.
-
-    A canonical line (compact JSON as the ledger writes it) holds ``"yanked":true`` or
-    ``"yanked":false`` exactly once, as its top-level field; its content digest is the SHA-256
-    of the line with ``false`` there. A digest equal to a known one therefore proves the line
-    is that version's line, byte for byte; any other line simply matches nothing.
-    """
-    if _YANKED_TRUE in raw:
-        return hashlib.sha256(raw.replace(_YANKED_TRUE, _YANKED_FALSE, 1)).hexdigest(), True
-    return hashlib.sha256(raw).hexdigest(), False
-
-
-def numbered_lines(data: bytes | None) -> list[tuple[int, bytes]]:
-    """The non-empty lines of a file, numbered from 1 (none for a missing file)."""
-    if not data:
-        return []
-    return [(number, raw) for number, raw in enumerate(data.split(b"\n"), start=1) if raw]
-
-
-def well_formed(data: bytes) -> bool:
-    """Lines each ended by a newline, none empty: the only shape the ledger writes."""
-    return data.endswith(b"\n") and not data.startswith(b"\n") and b"\n\n" not in data
-
-
-def tag(digest: str, yanked: bool) -> str:
-    return digest + ("y" if yanked else "n")
-
-
-def fingerprint(tags: list[str], *, ordered: bool) -> str | None:
-    """One digest for a file's (digest, yanked) tags; None for no lines at all."""
-    if not tags:
-        return None
-    return hashlib.sha256("\n".join(tags if ordered else sorted(tags)).encode()).hexdigest()
-
-
-def file_fingerprint(data: bytes, *, ordered: bool) -> str | None:
-    """The fingerprint of a file's lines read as canonical lines (:func:`line_tag`, inlined)."""
-    sha256 = hashlib.sha256
-    tags = []
-    for raw in data.split(b"\n"):
-        if not raw:
-            continue
-        if _YANKED_TRUE in raw:
-            tags.append(sha256(raw.replace(_YANKED_TRUE, _YANKED_FALSE, 1)).hexdigest() + "y")
-        else:
-            tags.append(sha256(raw).hexdigest() + "n")
-    return fingerprint(tags, ordered=ordered)
-
-
-@dataclass(frozen=True)
-class ReadLine:
-    """One line of a real index file as far as it could be read."""
-
-    number: int
-    raw: bytes
-    version: str | None
-    key: str | None
-    yanked: bool
-    digest: str | None
-    name: str | None
-    error: str | None = None
-    """Why the line is not a valid index line (its version may still be readable)."""
-
-    @property
-    def entry(self) -> list[Any]:
-        return [self.version, self.key, self.yanked, self.digest]
-
-
-Known = Mapping[str, tuple[str, str, str]]
-"""Content digest -> (version, version key, crate name) of lines the views know."""
-
-
-def read_line(number: int, raw: bytes, known: Known) -> ReadLine:
-    """Identify a line by its digest when the views know it, else parse it."""
-    digest, yanked = line_tag(raw)
-    hit = known.get(digest)
-    if hit is not None:
-        return ReadLine(number, raw, hit[0], hit[1], yanked, digest, hit[2])
-    try:
-        line = parse_line(raw)
-    except InvalidLine as exc:
-        salvaged = _salvage(raw)
-        if salvaged is None:
-            return ReadLine(number, raw, None, None, False, None, None, exc.message)
-        version, key, name, flag = salvaged
-        return ReadLine(number, raw, version, key, flag, hashlib.sha256(raw).hexdigest(), name, exc.message)
-    return ReadLine(number, raw, line.vers, line.key, line.yanked, line.content_digest(), line.name)
-
-
-def _salvage(raw: bytes) -> tuple[str, str, str, bool] | None:
-    """The crate, version and yanked flag of an invalid line, when they can still be read."""
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    name, version = obj.get("name"), obj.get("vers")
-    if not isinstance(name, str) or not isinstance(version, str):
-        return None
-    try:
-        key = parse_version(version).key
-    except InvalidVersion:
-        return None
-    return version, key, name, obj.get("yanked") is True
-
-
-# -- the views, by crate key --------------------------------------------------------------------
-
-
-@dataclass
-class Registered:
-    """The database view of one crate: its registered spelling and every version, in order."""
-
-    name: str
-    rows: list[VersionRow] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return index_path(self.name)
-
-    @property
-    def live(self) -> list[VersionRow]:
-        return [r for r in self.rows if r.state != "deleted"]
-
-
-@dataclass
-class Belief:
-    """The index view of one crate: where the ledger believes its file is and what it holds."""
-
-    crate: str
-    path: str
-    entries: dict[str, tuple[str, bool, str]] = field(default_factory=dict)
-
-
-def chunks(keys: Iterable[str]) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for key in keys:
-        chunk.append(key)
-        if len(chunk) >= KEYS_PER_QUERY:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def load_registered(db: Database, keys: Iterable[str], *, with_lines: bool) -> dict[str, Registered]:
-    """The database view of each crate key that has versions (a query per 500 keys)."""
-    found: dict[str, Registered] = {}
-    line = "line" if with_lines else "''"
-    for chunk in chunks(keys):
-        marks = ", ".join("?" * len(chunk))
-        rows = db.query(
-            f"SELECT crate_key, crate, version, vers_key, state, digest, {line} FROM view_versions "
-            f"WHERE crate_key IN ({marks}) ORDER BY crate_key, seq",
-            chunk,
-        )
-        for crate_key, crate, version, vers_key, state, digest, text in rows:
-            entry = found.setdefault(crate_key, Registered(crate))
-            entry.rows.append(VersionRow(version, vers_key, state, digest, text))
-    return found
-
-
-def load_beliefs(db: Database, keys: Iterable[str]) -> dict[str, Belief]:
-    """The index view of each crate key the ledger has a file for (a query per 500 keys)."""
-    found: dict[str, Belief] = {}
-    for chunk in chunks(keys):
-        marks = ", ".join("?" * len(chunk))
-        for crate_key, crate, path in db.query(
-            f"SELECT crate_key, crate, path FROM view_index_files WHERE crate_key IN ({marks})", chunk
-        ):
-            found[crate_key] = Belief(crate, path)
-        for crate_key, version, vers_key, yanked, digest in db.query(
-            "SELECT crate_key, version, vers_key, yanked, digest FROM view_index "
-            f"WHERE crate_key IN ({marks})",
-            chunk,
-        ):
-            belief = found.get(crate_key)
-            if belief is not None:
-                belief.entries[vers_key] = (version, bool(yanked), digest)
-    return found
-
-
-def known_lines(registered: Registered | None, belief: Belief | None) -> dict[str, tuple[str, str, str]]:
-    """The digests of every line the views know for one crate."""
-    known: dict[str, tuple[str, str, str]] = {}
-    if belief is not None:
-        for key, (version, _, digest) in belief.entries.items():
-            known[digest] = (version, key, belief.crate)
-    if registered is not None:
-        for row in registered.rows:
-            known[row.digest] = (row.version, row.key, registered.name)
-    return known
-
-
-def registry_fingerprints(db: Database, *, ordered: bool) -> dict[str, tuple[str, str | None]]:
-    """Every crate key of the database view: its spelling and the fingerprint of its live lines.
-
-    Ordered fingerprints follow publication order (a file's exact bytes); unordered ones only
-    the set of lines, and are aggregated by the store, a row per crate.
-    """
-    if not ordered:
-        flag = "CASE WHEN state = 'yanked' THEN 'y' ELSE 'n' END"
-        listed = _concat(db, f"CASE WHEN state <> 'deleted' THEN digest || {flag} END")
-        return {
-            crate_key: (crate, fingerprint(tags.split(","), ordered=False) if tags else None)
-            for crate_key, crate, tags in db.stream(
-                f"SELECT crate_key, MIN(crate), {listed} FROM view_versions GROUP BY crate_key"
-            )
-        }
-    found: dict[str, tuple[str, str | None]] = {}
-    current: str | None = None
-    name = ""
-    tags: list[str] = []
-    for crate_key, crate, digest, state in db.stream(
-        "SELECT crate_key, crate, digest, state FROM view_versions ORDER BY crate_key, seq"
-    ):
-        if crate_key != current:
-            if current is not None:
-                found[current] = (name, fingerprint(tags, ordered=True))
-            current, name, tags = crate_key, crate, []
-        if state != "deleted":
-            tags.append(tag(digest, state == "yanked"))
-    if current is not None:
-        found[current] = (name, fingerprint(tags, ordered=True))
-    return found
-
-
-def _belief_fingerprints(
-    db: Database, keys: Iterable[str] | None = None
-) -> dict[str, tuple[str, str | None]]:
-    """Each crate key of the index view (all, or those of ``keys``): the path believed and the
-    fingerprint of its entries."""
-    listed = _concat(db, "i.digest || CASE WHEN i.yanked = 1 THEN 'y' ELSE 'n' END")
-    query = (
-        f"SELECT f.crate_key, f.path, {listed} FROM view_index_files f "
-        "LEFT JOIN view_index i ON i.crate_key = f.crate_key{where} GROUP BY f.crate_key, f.path"
-    )
-    if keys is None:
-        rows: Iterable[tuple[Any, ...]] = db.stream(query.format(where=""))
-    else:
-        rows = (
-            row
-            for chunk in chunks(keys)
-            for row in db.query(
-                query.format(where=f" WHERE f.crate_key IN ({', '.join('?' * len(chunk))})"), chunk
-            )
-        )
-    return {
-        crate_key: (path, fingerprint(tags.split(","), ordered=False) if tags else None)
-        for crate_key, path, tags in rows
-    }
-
-
-def _unsynced_keys(db: Database) -> set[str] | None:
-    """The crates with a version out of sync (``view_unsynced``); None when it is not kept."""
-    if not has_table(db, "view_unsynced"):
-        return None
-    return {row[0] for row in db.query("SELECT crate_key FROM view_unsynced")}
-
-
-def _concat(db: Database, expression: str) -> str:
-    """The store's aggregate joining ``expression`` over a group with commas (NULLs skipped)."""
-    if db.dialect == "postgresql":
-        return f"string_agg({expression}, ',')"
-    return f"group_concat({expression}, ',')"
-
 
 # -- the scan ------------------------------------------------------------------------------------
 
@@ -392,14 +122,14 @@ Scope = dict[str, dict[str, bytes | None]]
 """Crate key -> path -> the file's bytes at head (None: absent), for the files in scope."""
 
 
-def scan_index(ledger: Ledger) -> ScanResult:
+def scan_index(ledger: LedgerCore) -> ScanResult:
     """Read the real index, record an ``IndexScanned`` event, and return what was found."""
     started = time.monotonic()
     index = ledger.index()
     base_position = ledger.views.catch_up()
     head = index.fetch()
     remote_id = IndexRemote.create_id(redact(index.remote_url))
-    last = _last_scan(ledger.db, remote_id.hex, index.branch)
+    last = last_scan(ledger.db, remote_id.hex, index.branch)
     last_head, last_files = last if last is not None else (None, 0)
     findings = _Findings()
     changed = _changed_since(index, last_head, head)
@@ -443,7 +173,7 @@ def _order(found: dict[str, Any]) -> tuple[str, str, int, str]:
     return (found["crate"], found["version"] or "", found.get("line_number") or 0, found["class"])
 
 
-def _changed_since(index: GitIndex, last_head: str | None, head: str | None) -> list[str] | None:
+def _changed_since(index: IndexTarget, last_head: str | None, head: str | None) -> list[str] | None:
     """The paths changed since the last scanned head; None when everything must be read."""
     if last_head is None or head is None:
         return None
@@ -454,15 +184,7 @@ def _changed_since(index: GitIndex, last_head: str | None, head: str | None) -> 
     return changed if len(changed) <= INCREMENTAL_LIMIT else None
 
 
-def _last_scan(db: Database, remote: str, branch: str) -> tuple[str | None, int] | None:
-    rows = db.query(
-        "SELECT head, files FROM view_scans WHERE remote = ? AND branch = ? ORDER BY position DESC LIMIT 1",
-        (remote, branch),
-    )
-    return (rows[0][0], int(rows[0][1])) if rows else None
-
-
-def save_remote_events(ledger: Ledger, url: str, record: Callable[[IndexRemote], None]) -> int:
+def save_remote_events(ledger: LedgerCore, url: str, record: Callable[[IndexRemote], None]) -> int:
     """Record events on the remote's aggregate and save them; the log position of the last.
 
     When another writer saved an event of the same remote first, the aggregate is reloaded
@@ -479,7 +201,7 @@ def save_remote_events(ledger: Ledger, url: str, record: Callable[[IndexRemote],
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findings) -> tuple[int, int]:
+def _full_scan(db: Database, index: IndexTarget, head: str | None, findings: _Findings) -> tuple[int, int]:
     """Every crate file at head; files equal to both views are recognised by hashing alone.
 
     The index view of a crate in sync holds exactly the live versions of the database view,
@@ -487,8 +209,8 @@ def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findi
     read (all of them when ``view_unsynced`` is not kept).
     """
     registry = registry_fingerprints(db, ordered=False)
-    unsynced = _unsynced_keys(db)
-    beliefs = _belief_fingerprints(db, sorted(unsynced) if unsynced is not None else None)
+    unsynced = unsynced_keys(db)
+    beliefs = belief_fingerprints(db, sorted(unsynced) if unsynced is not None else None)
     scope: Scope = {}
     present: set[str] = set()
     own_seen: set[str] = set()
@@ -525,7 +247,7 @@ def _full_scan(db: Database, index: GitIndex, head: str | None, findings: _Findi
 
 def _incremental_scan(
     db: Database,
-    index: GitIndex,
+    index: IndexTarget,
     last_head: str,
     files: int,
     head: str,

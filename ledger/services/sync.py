@@ -40,18 +40,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from ledger.adapters.git.index import GitIndex, PushReport, ReadBack, classify_error
-from ledger.adapters.stores.lease import Lease
-from ledger.adapters.telemetry import WorkerMetrics
 from ledger.domain.aggregates import SyncJob
 from ledger.domain.crate_files import crate_file
-from ledger.domain.errors import InfrastructureError, RemoteUnavailable
+from ledger.domain.errors import InfrastructureError, RemoteUnavailable, classify_error
 from ledger.domain.names import index_path
 from ledger.logs import log_step, warn_step
-from ledger.ports import Database
+from ledger.ports import Database, IndexTarget, Observer, PushReport, ReadBack, Unobserved
+from ledger.services.core import LedgerCore
 from ledger.services.foreign import Finding, find_foreign, held_reason
 from ledger.services.importing import adopt_files
-from ledger.services.ledger import Ledger
 from projections.queries import OpenJob, VersionRow, live_versions_of, open_jobs
 
 DEFAULT_CONFIG = {"dl": "http://127.0.0.1/api/v1/crates", "api": "http://127.0.0.1"}
@@ -159,20 +156,20 @@ class SyncWorker:
 
     def __init__(
         self,
-        ledger: Ledger,
-        index: GitIndex,
+        ledger: LedgerCore,
+        index: IndexTarget,
         *,
         options: WorkerOptions | None = None,
         name: str | None = None,
-        metrics: WorkerMetrics | None = None,
+        metrics: Observer | None = None,
     ) -> None:
         self.ledger = ledger
-        self.metrics = metrics if metrics is not None else WorkerMetrics.unregistered()
-        """Counters and histograms, exposed when given (``ledger worker --metrics-port``)."""
+        self.metrics = metrics if metrics is not None else Unobserved()
+        """Told of every pass, push, read-back and outcome (``ledger worker --metrics-port``)."""
         self.index = index
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
-        self.lease = Lease(ledger.db, self.name, ttl=self.options.lease_ttl)
+        self.lease = ledger.lease(self.name, self.options.lease_ttl)
         self._seen_head: str | None = None
         """The remote head the last read-back saw (the next attempt builds on it), or None."""
         self._held_until: dict[str, float] = {}
@@ -218,7 +215,7 @@ class SyncWorker:
         started = time.perf_counter()
         result = self._jobs_pass(ignore_backoff=ignore_backoff)
         if result.jobs:
-            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+            self.metrics.pass_done(time.perf_counter() - started)
         return result
 
     def _jobs_pass(self, *, ignore_backoff: bool) -> PassResult:
@@ -282,7 +279,7 @@ class SyncWorker:
             try:
                 head = self.index.fetch()
             except RemoteUnavailable as exc:
-                self.metrics.remote_up.set(0)
+                self.metrics.remote_up(False)
                 self._fail(jobs, _unreadable(exc), exc.message, None)
                 return _Attempt(None, None, None)
         if head is not None:
@@ -322,15 +319,15 @@ class SyncWorker:
         try:
             readback = self.index.read_back(target, expected) if target else None
         except RemoteUnavailable as exc:
-            self.metrics.remote_up.set(0)
-            self.metrics.readbacks.labels(outcome="unreachable").inc()
+            self.metrics.remote_up(False)
+            self.metrics.read_back(None)
             reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return _Attempt(head, target, None)
         if readback is not None:
             self._seen_head = readback.remote_head
-            self.metrics.remote_up.set(1)
-            self.metrics.readbacks.labels(outcome="confirmed" if readback.confirmed else "unconfirmed").inc()
+            self.metrics.remote_up(True)
+            self.metrics.read_back(readback.confirmed)
         if readback is not None and readback.confirmed:
             assert target is not None
             self._confirm(chunk, jobs, target, readback)
@@ -342,13 +339,12 @@ class SyncWorker:
         """Push ``commit`` (None: the tree is unchanged); what the pusher said, and its status."""
         if commit is None:
             report = PushReport("ok", "index already holds this content: nothing to push")
-            reported = "up_to_date"
+            reported, seconds = "up_to_date", None
         else:
             pushed = time.perf_counter()
             report = self.index.push(commit)
-            reported = report.status
-            self.metrics.push_seconds.observe(time.perf_counter() - pushed)
-        self.metrics.pushes.labels(reported=reported).inc()
+            reported, seconds = report.status, time.perf_counter() - pushed
+        self.metrics.pushed(reported, seconds)
         return report, reported
 
     # -- lines the ledger cannot account for ---------------------------------------------
@@ -414,7 +410,7 @@ class SyncWorker:
                 # Recorded already: look again later without recording the same finding twice.
                 self._held_until[open_job.job] = next_check
                 continue
-            self.metrics.held.inc()
+            self.metrics.held()
             job.held(
                 crate=crate,
                 path=finding.path,
@@ -452,9 +448,7 @@ class SyncWorker:
             "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)
         )
         now = time.time()
-        self.metrics.confirmed.inc(len(jobs))
-        for job_id in jobs:
-            self.metrics.latency.observe(max(0.0, now - by_job[job_id].enqueued_at))
+        self.metrics.confirmed([max(0.0, now - by_job[job_id].enqueued_at) for job_id in jobs])
 
     def _fail(
         self, jobs: dict[UUID, SyncJob], reason: str, detail: str | None, readback: ReadBack | None
@@ -474,7 +468,7 @@ class SyncWorker:
                     next_retry=self.options.next_retry(failures, now),
                 )
         warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
-        self.metrics.failures.labels(reason=reason).inc()
+        self.metrics.failed(reason)
 
 
 def _unreadable(exc: RemoteUnavailable) -> str:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from uuid import UUID
+
+from ledger.ports import Break, ChainReport
 
 GENESIS = "0" * 64
 
@@ -36,28 +37,6 @@ def canonical(position: int, originator_id: UUID | str, version: int, topic: str
 def next_link(previous: str, payload: bytes) -> str:
     """The link that follows ``previous`` for an event with these canonical bytes."""
     return hashlib.sha256(bytes.fromhex(previous) + payload).hexdigest()
-
-
-@dataclass(frozen=True)
-class Break:
-    """The first place where the chain does not hold."""
-
-    position: int
-    problem: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {"position": self.position, "problem": self.problem}
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    events: int
-    head: str
-    broken: Break | None
-
-    @property
-    def ok(self) -> bool:
-        return self.broken is None
 
 
 def verify_chain(

@@ -14,8 +14,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from ledger.adapters.stores.chain import ChainReport, canonical, verify_chain
-from ledger.ports import Database
+from ledger.adapters.stores.chain import canonical, verify_chain
+from ledger.ports import ChainReport, Database, LogRow
 
 EVENTS_TABLE = {"sqlite": "stored_events", "postgresql": "publicationledger_events"}
 CHAIN_TABLE = {"sqlite": "event_chain", "postgresql": "publicationledger_events_chain"}
@@ -74,10 +74,6 @@ def count_with_topic(db: Database, topic: str) -> int:
     return int(db.query(f"SELECT COUNT(*) FROM {table} WHERE topic = ?", (topic,))[0][0])
 
 
-LogRow = tuple[int, str, str, bytes]
-"""A stored event as the views read it: position, originator id as stored (text), topic, state."""
-
-
 def log_rows(recorder: ApplicationRecorder, start: int, limit: int, stop: int | None = None) -> list[LogRow]:
     """Up to ``limit`` stored events after log position ``start`` (and at most ``stop``), in order.
 
@@ -134,3 +130,33 @@ def _joined(
             continue
         payload = canonical(int(pos), _uuid(oid), int(version), str(topic), bytes(state))
         yield int(pos), payload, (None if link_pos is None else int(link_pos)), link
+
+
+class SqlEventLog:
+    """The :class:`~ledger.ports.EventLog` of a store: plain SQL on its connection, and the
+    stored events as rows through the event store's own recorder (see :func:`log_rows`)."""
+
+    def __init__(self, db: Database, recorder: ApplicationRecorder) -> None:
+        self.db = db
+        self.recorder = recorder
+
+    def rows(self, start: int, limit: int, stop: int | None = None) -> list[LogRow]:
+        return log_rows(self.recorder, start, limit, stop)
+
+    def notifications_of(self, ids: Sequence[UUID]) -> list[Notification]:
+        return notifications_of(self.db, ids)
+
+    def notifications_with_topic(self, topic: str) -> Iterator[Notification]:
+        return notifications_with_topic(self.db, topic)
+
+    def count_with_topic(self, topic: str) -> int:
+        return count_with_topic(self.db, topic)
+
+    def chain_link(self, position: int) -> str | None:
+        """The hash chain's link at ``position``: the whole log up to it, in one value."""
+        chain = CHAIN_TABLE[self.db.dialect]
+        rows = self.db.query(f"SELECT link FROM {chain} WHERE position = ?", (position,))
+        return str(rows[0][0]) if rows else None
+
+    def walk_chain(self) -> ChainReport:
+        return walk_chain(self.db)

@@ -64,6 +64,9 @@ class Lease:
         rows = self.db.query("SELECT holder, expires_at FROM ledger_leases WHERE name = ?", (self.name,))
         return LeaseState(rows[0][0], float(rows[0][1])) if rows else LeaseState(None, 0.0)
 
+    def current_holder(self) -> str | None:
+        return self.state().holder
+
     def try_acquire(self) -> bool:
         """Take or renew the lease; False when another live holder has it."""
         now = time.time()

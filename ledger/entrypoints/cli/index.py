@@ -163,8 +163,9 @@ def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, in
     worker_metrics = server = None
     if port is not None:
         from ledger.adapters.telemetry import serve_metrics, worker_registry
+        from ledger.bootstrap import open_ledger
 
-        registry, worker_metrics = worker_registry(ledger.settings)
+        registry, worker_metrics = worker_registry(lambda: open_ledger(ledger.settings))
         server = serve_metrics(registry, port, host)
         emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
     try:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import socket
 import socketserver
 import subprocess
 import sys
 import traceback
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, cast
+from pathlib import Path
+from typing import Protocol, cast
 from urllib.parse import unquote
 
 from ledger.testing.remote.git_tools import find_git, git_env
@@ -22,8 +24,18 @@ from ledger.testing.remote.loopback import HOST
 from ledger.testing.remote.modes import Mode
 from ledger.testing.remote.pktline import fake_report
 
-if TYPE_CHECKING:
-    from ledger.testing.remote.server import RemoteServer
+
+class Served(Protocol):
+    """What the HTTP front needs of the server behind it (``RemoteServer``)."""
+
+    base_dir: Path
+
+    @property
+    def mode(self) -> Mode: ...
+    def _track(self, conn: socket.socket) -> None: ...
+    def _untrack(self, conn: socket.socket) -> None: ...
+    def _hold_while_hanging(self) -> None: ...
+
 
 _BACKEND_LOG = "http-backend.log"
 _SERVER_LOG = "http-server.log"
@@ -33,7 +45,7 @@ class HTTPFront(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, remote: RemoteServer) -> None:
+    def __init__(self, port: int, remote: Served) -> None:
         self.remote = remote
         super().__init__((HOST, port), _Handler)
 
@@ -61,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     @property
-    def remote(self) -> RemoteServer:
+    def remote(self) -> Served:
         return cast(HTTPFront, self.server).remote
 
     def setup(self) -> None:

@@ -1,0 +1,38 @@
+"""What one batch of events changes in the views, merged: the rows every view's handlers fill
+and its writer empties (the handlers and writers live beside their tables, the routing in
+``batch``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class IndexFile:
+    crate: str
+    path: str
+    commit: str | None
+    source: str
+    at: float
+    pos: int
+    text: str
+    """The entries as JSON (as ``_LINE_JSON`` writes them): ``[[version, key, yanked, digest], ...]``."""
+
+
+@dataclass
+class BatchRows:
+    """The row changes of one batch of events, merged."""
+
+    new_versions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    version_updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    new_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    index_files: dict[str, list[IndexFile]] = field(default_factory=dict)
+    """The files the batch saw replace each crate's, in order (folded when the batch is written)."""
+    scans: list[tuple[Any, ...]] = field(default_factory=list)
+    last_position: int = 0
+    track_unsynced: bool = True
+    """Keep ``view_unsynced`` (False while it does not exist)."""
+    dialect: str = "sqlite"
+    """The store's SQL dialect, for the way rows of many crates are read and deleted."""
