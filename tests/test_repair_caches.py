@@ -13,6 +13,7 @@ import pytest
 
 from ledger.domain.names import index_path
 from ledger.services import repair as repair_module
+from ledger.services import repair_caches
 from ledger.services.ledger import Ledger
 from tests.conftest import make_line
 from tests.test_repair import (
@@ -30,7 +31,7 @@ CRATES = ("serde", "rand", "tokio", "kaze")
 
 def kept(ledger: Ledger) -> tuple[Path, Path]:
     folder = ledger.index().path
-    return folder / repair_module.SHAPES_FILE, folder / repair_module.REGISTRY_FILE
+    return folder / repair_caches.SHAPES_FILE, folder / repair_caches.REGISTRY_FILE
 
 
 def seeded(ledger: Ledger) -> None:
