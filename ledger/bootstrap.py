@@ -13,7 +13,7 @@ from ledger.adapters.stores.events import SqlEventLog
 from ledger.adapters.stores.lease import Lease as StoreLease
 from ledger.adapters.stores.sqlite import SQLiteDatabase
 from ledger.domain.errors import Invalid, LedgerError, StoreUnavailable
-from ledger.ports import Database, IndexTarget
+from ledger.ports import CrateFiles, Database, IndexTarget
 from ledger.services.ledger import Ledger
 from ledger.services.publishing import PublicationLedger
 from ledger.settings import Settings, StoreURL, check_remote_url, redact
@@ -77,6 +77,26 @@ def open_git_index(path: Path, remote_url: str, **options: Any) -> IndexTarget:
     return GitIndex.open(path, remote_url, **options)
 
 
+def crate_dir(settings: Settings) -> Path | None:
+    """Where the registry's ``.crate`` files live: as configured, else beside a SQLite store."""
+    if settings.crate_dir is not None:
+        return settings.crate_dir
+    url = settings.store_url
+    if url.kind == "sqlite" and url.path is not None:
+        return url.path.with_name(url.path.name + ".crates")
+    return None
+
+
+def _crate_files(settings: Settings) -> CrateFiles | None:
+    """The registry's files when it keeps them: configured, or the folder beside the store exists."""
+    folder = crate_dir(settings)
+    if folder is None or (settings.crate_dir is None and not folder.is_dir()):
+        return None
+    from ledger.adapters.crate_files import FolderCrateFiles
+
+    return FolderCrateFiles(folder)
+
+
 def _places_index(settings: Settings) -> bool:
     """Whether the settings place the index's local folder (an index dir, or beside a SQLite file)."""
     return settings.index_dir is not None or settings.store_url.kind == "sqlite"
@@ -123,6 +143,7 @@ def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None 
                 open_target=open_git_index,
                 index_factory=index or (lambda: open_index(settings)),
                 index_dir=index_dir(settings) if _places_index(settings) else None,
+                crate_files=_crate_files(settings),
             )
             ledger.views.create_tables()
     except LedgerError:

@@ -5,6 +5,7 @@
 - :class:`Lease`: one index writer at a time.
 - :class:`IndexTarget`: where the index is published, and read back.
 - :class:`Observer`: what the sync worker reports as it works (metrics).
+- :class:`CrateFiles`: the registry's ``.crate`` files, by their SHA-256.
 """
 
 from __future__ import annotations
@@ -266,3 +267,17 @@ class Unobserved:
 
     def failed(self, reason: str) -> None:
         pass
+
+
+# -- the registry's files ------------------------------------------------------------------------
+
+
+class CrateFiles(Protocol):
+    """The ``.crate`` files a registry serves, stored content-addressed by their SHA-256 (hex)."""
+
+    def put(self, cksum: str, data: bytes) -> None:
+        """Store ``data`` under ``cksum`` durably before returning (again: nothing changes)."""
+        ...
+
+    def get(self, cksum: str) -> bytes | None: ...
+    def has(self, cksum: str) -> bool: ...

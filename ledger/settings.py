@@ -18,6 +18,7 @@ from ledger.domain.errors import Invalid
 
 DEFAULT_STORE = "sqlite:///ledger.db"
 DEFAULT_BRANCH = "master"
+DEFAULT_MAX_CRATE_BYTES = 10 * 1024 * 1024
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/?#\s]*)@")
 
@@ -131,10 +132,16 @@ class Settings:
     timeout_ms: int = 15000
     push_with: PushClient = "auto"
     """Who pushes to the index remote (see ``ledger.adapters.git.index``)."""
+    crate_dir: Path | None = None
+    """Where the registry keeps its ``.crate`` files (``ledger serve``); by default beside a SQLite
+    store (``<store>.crates``), else none until given."""
+    max_crate_bytes: int = DEFAULT_MAX_CRATE_BYTES
+    """The largest ``.crate`` file a publish may carry (crates.io's limit: 10 MiB)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Settings from LEDGER_STORE, LEDGER_REMOTE, LEDGER_BRANCH, LEDGER_INDEX_DIR; options win."""
+        """Settings from LEDGER_STORE, LEDGER_REMOTE, LEDGER_BRANCH, LEDGER_INDEX_DIR,
+        LEDGER_CRATE_DIR and LEDGER_MAX_CRATE_BYTES; options win."""
         values: dict[str, object] = {
             "store": os.environ.get("LEDGER_STORE") or DEFAULT_STORE,
             "remote": os.environ.get("LEDGER_REMOTE") or None,
@@ -142,6 +149,14 @@ class Settings:
         }
         if os.environ.get("LEDGER_INDEX_DIR"):
             values["index_dir"] = Path(os.environ["LEDGER_INDEX_DIR"])
+        if os.environ.get("LEDGER_CRATE_DIR"):
+            values["crate_dir"] = Path(os.environ["LEDGER_CRATE_DIR"])
+        if os.environ.get("LEDGER_MAX_CRATE_BYTES"):
+            raw = os.environ["LEDGER_MAX_CRATE_BYTES"]
+            if not raw.isdigit() or int(raw) <= 0:
+                msg = f"LEDGER_MAX_CRATE_BYTES must be a positive number of bytes, not {raw!r}"
+                raise Invalid(msg, field="max_crate_bytes")
+            values["max_crate_bytes"] = int(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

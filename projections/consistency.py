@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ledger.domain.aggregates import IMPORT_ACTOR
 from ledger.ports import Database
 from projections.schema import consistency_query, has_table
 
-CLASSES = ("pending", "stuck", "lost", "foreign", "phantom", "yank_mismatch", "content_mismatch")
+CLASSES = (
+    "pending",
+    "stuck",
+    "lost",
+    "foreign",
+    "phantom",
+    "yank_mismatch",
+    "content_mismatch",
+    "missing_file",
+)
 ALARMS = frozenset(CLASSES) - {"pending"}
 
 
@@ -78,3 +89,18 @@ def audit(db: Database, *, now: float, grace: float, position: int) -> AuditRepo
         for crate, version, cls, since, job, difference, _, _ in rows
     ]
     return AuditReport(as_of=now, position=position, grace=grace, discrepancies=found)
+
+
+def missing_files(db: Database, has: Callable[[str], bool]) -> list[Discrepancy]:
+    """Every version the registry accepted (not adopted from an index, not deleted) whose
+    ``.crate`` file ``has`` does not find: cargo would fail to download it."""
+    rows = db.stream(
+        "SELECT crate, version, cksum, published_at, job FROM view_versions "
+        "WHERE state <> 'deleted' AND actor <> ? ORDER BY crate_key, seq",
+        (IMPORT_ACTOR,),
+    )
+    return [
+        Discrepancy(crate, version, "missing_file", float(at), job, f"no .crate file with SHA-256 {cksum}")
+        for crate, version, cksum, at, job in rows
+        if not has(cksum)
+    ]

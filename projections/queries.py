@@ -117,3 +117,12 @@ def versions_changed_since(db: Database, position: int) -> Iterator[tuple[Any, .
         "(SELECT crate_key FROM view_versions WHERE updated_pos > ?) ORDER BY crate_key, seq",
         (position,),
     )
+
+
+def version_cksum(db: Database, crate_key: str, vers_key: str) -> str | None:
+    """The ``.crate`` file's SHA-256 of a published or yanked version; None otherwise."""
+    rows = db.query(
+        "SELECT cksum FROM view_versions WHERE crate_key = ? AND vers_key = ? AND state <> 'deleted'",
+        (crate_key, vers_key),
+    )
+    return str(rows[0][0]) if rows else None

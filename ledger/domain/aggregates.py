@@ -14,6 +14,8 @@ Aggregates:
   while the remote's file holds lines the ledger has no record of.
 - :class:`IndexRemote` (id derived from the remote URL without credentials): scans of the real
   index and repairs applied to it.
+- :class:`ApiToken` (id derived from the token's public part): a registry user's API token, as
+  a hash, and its revocation. A crate's owners are events of the :class:`Crate`.
 
 Nothing here imports SQL, git or CLI code.
 """
@@ -25,11 +27,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.domain.errors import AlreadyPublished, Conflict, NameCollision, NotFound
+from ledger.domain.errors import AlreadyPublished, Conflict, Forbidden, NameCollision, NotFound
 from ledger.domain.names import collision_key
 
 NAMESPACE = uuid5(NAMESPACE_URL, "ledger:crate")
 REMOTE_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:remote")
+TOKEN_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:token")
 
 IMPORT_ACTOR = "import"
 """The actor of lines adopted from an existing index (``import-index``, adoption on first touch,
@@ -65,6 +68,11 @@ class Crate(Aggregate):
         self.name = name
         self.versions: dict[str, str] = {}
         self.spelling: dict[str, str] = {}
+        self.owners = frozenset[str]()
+
+    owners: frozenset[str] = frozenset()
+    """Who may publish, yank and unyank through the registry's API (empty: nobody yet; a crate
+    recorded before owners existed, or adopted from an index, until an operator adds one)."""
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -84,6 +92,16 @@ class Crate(Aggregate):
             existing = self.spelling[key]
             msg = f"{self.name} {version} is already published (as {existing})"
             raise AlreadyPublished(msg, crate=self.name, version=version, existing=existing)
+
+    def check_owner(self, user: str, action: str) -> None:
+        """Refuse a registry request by someone who does not own the crate."""
+        if user in self.owners:
+            return
+        if not self.owners:
+            msg = f"{self.name} has no owners yet: an operator adds one (`ledger owner add {self.name} USER`)"
+        else:
+            msg = f"{user} is not an owner of {self.name}: only its owners may {action} it"
+        raise Forbidden(msg, crate=self.name, user=user, action=action)
 
     def state_of(self, key: str, version: str) -> str:
         """The state of a version, or NotFound."""
@@ -177,6 +195,42 @@ class Crate(Aggregate):
     @event(VersionDeleted)
     def _deleted(self, crate: str, version: str, key: str, actor: str, reason: str, job: UUID) -> None:
         self.versions[key] = DELETED
+
+    class OwnerAdded(Event):
+        """``user`` may publish, yank and unyank the crate through the registry's API."""
+
+        TOPIC: ClassVar[str] = "ledger:CrateOwnerAdded"
+        crate: str
+        user: str
+        actor: str
+
+    @event(OwnerAdded)
+    def add_owner(self, crate: str, user: str, actor: str) -> None:
+        self.owners = self.owners | {user}
+
+    class OwnerRemoved(Event):
+        TOPIC: ClassVar[str] = "ledger:CrateOwnerRemoved"
+        crate: str
+        user: str
+        actor: str
+
+    @event(OwnerRemoved)
+    def remove_owner(self, crate: str, user: str, actor: str) -> None:
+        self.owners = self.owners - {user}
+
+    class RequestRefused(Event):
+        """A registry request for the crate by someone it refused (not an owner): nothing changed."""
+
+        TOPIC: ClassVar[str] = "ledger:CrateRequestRefused"
+        crate: str
+        action: str
+        version: str | None
+        actor: str
+        reason: str
+
+    @event(RequestRefused)
+    def refused(self, crate: str, action: str, version: str | None, actor: str, reason: str) -> None:
+        pass
 
 
 class SyncJob(Aggregate):
@@ -404,3 +458,42 @@ class IndexRemote(Aggregate):
         actor: str,
     ) -> None:
         pass
+
+
+class ApiToken(Aggregate):
+    """An API token of the registry: whose it is and the SHA-256 of its secret, never the secret.
+
+    Its id derives from the token's public part (``token_id``), so a request's token is found in
+    one read; it is revoked for good.
+    """
+
+    TOPIC: ClassVar[str] = "ledger:ApiToken"
+
+    class Event(Aggregate.Event):
+        TOPIC: ClassVar[str] = "ledger:ApiToken.Event"
+
+    @staticmethod
+    def create_id(token_id: str) -> UUID:
+        return uuid5(TOKEN_NAMESPACE, token_id)
+
+    class Created(Aggregate.Created):
+        TOPIC: ClassVar[str] = "ledger:ApiTokenCreated"
+        token_id: str
+        user: str
+        digest: str
+        actor: str
+
+    @event(Created)
+    def __init__(self, token_id: str, user: str, digest: str, actor: str) -> None:
+        self.token_id = token_id
+        self.user = user
+        self.digest = digest
+        self.revoked = False
+
+    class Revoked(Event):
+        TOPIC: ClassVar[str] = "ledger:ApiTokenRevoked"
+        actor: str
+
+    @event(Revoked)
+    def revoke(self, actor: str) -> None:
+        self.revoked = True

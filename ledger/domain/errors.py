@@ -84,6 +84,14 @@ class Conflict(Refused):
     """The state forbids the request (unyank of a live version, publish after delete, ...)."""
 
 
+class Forbidden(Refused):
+    """The request is refused to this user (not an owner of the crate)."""
+
+
+class Unauthorized(Refused):
+    """The request carries no valid API token (none, unknown, or revoked)."""
+
+
 class LockHeld(Refused):
     """Another index writer holds the index lock."""
 

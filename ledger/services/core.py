@@ -21,11 +21,11 @@ from ledger.domain.errors import Invalid, NotFound
 from ledger.domain.index_format import IndexLine
 from ledger.domain.names import collision_key, validate_name
 from ledger.domain.versions import parse_version
-from ledger.ports import ChainReport, Database, EventLog, IndexTarget, Lease, OpenTarget
+from ledger.ports import ChainReport, CrateFiles, Database, EventLog, IndexTarget, Lease, OpenTarget
 from ledger.services.history import describe
 from ledger.services.publishing import BulkResult, PublicationLedger, Receipt
 from ledger.settings import Settings
-from projections.consistency import AuditReport, audit
+from projections.consistency import AuditReport, audit, missing_files
 from projections.queries import jobs_of_crate
 from projections.runner import ViewRunner
 from projections.schema import DEFAULT_GRACE_S
@@ -60,12 +60,15 @@ class LedgerCore:
         open_target: OpenTarget,
         index_factory: Callable[[], IndexTarget] | None = None,
         index_dir: Path | None = None,
+        crate_files: CrateFiles | None = None,
     ) -> None:
         """Everything that reaches outside comes in here, chosen by :mod:`ledger.bootstrap`:
         ``log`` reads the stored events, ``leases(holder, ttl)`` makes an index-writer lease,
         ``scratch()`` an empty private database (time travel's views), ``open_target`` an index
         target for a URL in a local folder (the import's source), ``index_factory`` the index
-        target, and ``index_dir`` where its local folder lives when the settings place it."""
+        target, ``index_dir`` where its local folder lives when the settings place it, and
+        ``crate_files`` the registry's ``.crate`` files when it serves them (the audit then
+        reports a version whose file is missing)."""
         self.settings = settings
         self.app = app
         self.db = db
@@ -73,6 +76,7 @@ class LedgerCore:
         self.views = ViewRunner(app, db, log)
         self.open_target = open_target
         self.index_dir = index_dir
+        self.crate_files = crate_files
         self._leases = leases
         self._scratch = scratch
         self._index_factory = index_factory
@@ -199,7 +203,10 @@ class LedgerCore:
         """Every out-of-sync version now, or as the ledger knew it at a past moment."""
         if at is None or (at.position is None and at.time is None):
             position = self.views.catch_up()
-            return audit(self.db, now=time.time(), grace=grace, position=position)
+            report = audit(self.db, now=time.time(), grace=grace, position=position)
+            if self.crate_files is not None:
+                report.discrepancies.extend(missing_files(self.db, self.crate_files.has))
+            return report
         return self._audit_as_of(at, grace)
 
     def _audit_as_of(self, at: AsOf, grace: float) -> AuditReport:

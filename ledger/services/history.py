@@ -14,6 +14,8 @@ _FIELDS = (
     "versions",
     "foreign",
     "actor",
+    "user",
+    "action",
     "job",
     "cause",
     "remote",

@@ -25,6 +25,7 @@ from ledger.domain.index_format import parse_line
 from ledger.domain.names import validate_name
 from ledger.domain.versions import parse_version
 from ledger.logs import log_step
+from ledger.services.publishing_access import RegistryAccess
 from ledger.services.publishing_bulk import LOOKAHEAD, BatchedPublishing
 from ledger.services.publishing_terms import (
     BulkResult,
@@ -49,7 +50,7 @@ __all__ = [
 SAVE_RETRIES = 5
 
 
-class PublicationLedger(BatchedPublishing, Application[UUID]):
+class PublicationLedger(RegistryAccess, BatchedPublishing, Application[UUID]):
     """Crates and their sync jobs, recorded as events."""
 
     name = "PublicationLedger"
@@ -116,8 +117,12 @@ class PublicationLedger(BatchedPublishing, Application[UUID]):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def publish(self, raw: str | bytes | dict[str, Any], actor: str) -> Receipt:
-        """Record a publish from one cargo index line, with its index sync job."""
+    def publish(self, raw: str | bytes | dict[str, Any], actor: str, *, owner: str | None = None) -> Receipt:
+        """Record a publish from one cargo index line, with its index sync job.
+
+        ``owner``: the registry user publishing (``ledger serve``): a new crate is theirs, an
+        existing one must be (else :class:`~ledger.domain.errors.Forbidden`, nothing saved).
+        """
         line = parse_line(raw)
         if line.yanked:
             msg = f"{line.name} {line.vers}: a new version cannot be published already yanked"
@@ -127,6 +132,10 @@ class PublicationLedger(BatchedPublishing, Application[UUID]):
         def change(crate: Crate | None) -> tuple[Crate, SyncJob]:
             if crate is None:
                 crate = Crate(line.name)
+                if owner is not None:
+                    crate.add_owner(crate=line.name, user=owner, actor=owner)
+            elif owner is not None:
+                crate.check_owner(owner, "publish")
             crate.check_name(line.name)
             crate.check_can_publish(line.key, line.vers)
             job = SyncJob(crate=crate.name, versions=[line.vers], cause="VersionPublished", actor=actor)
@@ -143,14 +152,16 @@ class PublicationLedger(BatchedPublishing, Application[UUID]):
 
         return self._change(line.name, line.vers, "VersionPublished", actor, change)
 
-    def yank(self, name: str, version: str, actor: str) -> Receipt:
-        """Record a yank: the version stays in the index, marked yanked."""
-        return self._state_change(name, version, actor, "VersionYanked", Crate.check_can_yank, Crate._yanked)
-
-    def unyank(self, name: str, version: str, actor: str) -> Receipt:
-        """Record an unyank of a yanked version."""
+    def yank(self, name: str, version: str, actor: str, *, owner: str | None = None) -> Receipt:
+        """Record a yank: the version stays in the index, marked yanked (``owner``: see publish)."""
         return self._state_change(
-            name, version, actor, "VersionUnyanked", Crate.check_can_unyank, Crate._unyanked
+            name, version, actor, "VersionYanked", Crate.check_can_yank, Crate._yanked, owner=owner
+        )
+
+    def unyank(self, name: str, version: str, actor: str, *, owner: str | None = None) -> Receipt:
+        """Record an unyank of a yanked version (``owner``: see publish)."""
+        return self._state_change(
+            name, version, actor, "VersionUnyanked", Crate.check_can_unyank, Crate._unyanked, owner=owner
         )
 
     def delete(self, name: str, version: str, actor: str, reason: str) -> Receipt:
@@ -170,6 +181,7 @@ class PublicationLedger(BatchedPublishing, Application[UUID]):
         event: str,
         check: Callable[[Crate, str, str], None],
         apply: Callable[..., None],
+        owner: str | None = None,
         **extra: str,
     ) -> Receipt:
         """A change to an existing version: checked by the crate, saved with its index job."""
@@ -177,6 +189,8 @@ class PublicationLedger(BatchedPublishing, Application[UUID]):
 
         def change(crate: Crate | None) -> tuple[Crate, SyncJob]:
             crate = _existing(crate, name)
+            if owner is not None:
+                crate.check_owner(owner, "yank" if event == "VersionYanked" else "unyank")
             check(crate, key, version)
             job = SyncJob(crate=crate.name, versions=[version], cause=event, actor=actor)
             apply(crate, crate=crate.name, version=version, key=key, actor=actor, job=job.id, **extra)

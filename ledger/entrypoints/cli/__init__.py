@@ -23,7 +23,8 @@ This module builds the app and registers the commands; they live one group per m
 - :mod:`.index`: init, import-index, worker;
 - :mod:`.auditing`: history, timeline, audit, verify;
 - :mod:`.recovery`: repair, rebuild;
-- :mod:`.operations`: metrics, demo.
+- :mod:`.operations`: metrics, demo;
+- :mod:`.registry`: serve, token create|revoke, owner add|remove|list.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 import typer
 
-from ledger.entrypoints.cli import auditing, index, operations, publishing, recovery
+from ledger.entrypoints.cli import auditing, index, operations, publishing, recovery, registry
 from ledger.entrypoints.cli.options import callback
 from ledger.entrypoints.cli.publishing import read_line_input
 from ledger.entrypoints.cli.shared import Outcome, Session, error_document, exit_code_for
@@ -73,9 +74,12 @@ COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("rebuild", recovery.rebuild),
     ("verify", auditing.verify),
     ("metrics", operations.metrics),
+    ("serve", registry.serve),
 )
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
+app.add_typer(registry.tokens, name="token")
+app.add_typer(registry.owners, name="owner")
 
 
 def main() -> None:

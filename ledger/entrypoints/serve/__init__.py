@@ -1,0 +1,1 @@
+"""``ledger serve``: cargo's registry web API over the ledger (``app``), run on waitress (``server``)."""
