@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from ledger.testing.cargo import cargo_available
+
 
 @pytest.fixture(scope="module")
 def run() -> subprocess.CompletedProcess[str]:
@@ -52,3 +54,15 @@ class TestDemo:
         remotes = [ln for ln in run.stdout.splitlines() if ln.strip().startswith("remote ")]
         assert remotes
         assert all("http://127.0.0.1:" in ln for ln in remotes)
+
+    def test_tells_it_again_through_cargo(self, run: subprocess.CompletedProcess[str]) -> None:
+        """With cargo installed, cargo publish waits through the outage and finishes once the
+        version is confirmed; without it, the demo says it skipped that part."""
+        out = run.stdout
+        if not cargo_available():
+            assert "cargo is not installed here: the part through `cargo publish` was skipped" in out
+            return
+        assert out.count("cargo saw the version in the index and printed Published") == 2
+        assert "stuck            kaze 0.1.7" in out
+        assert "cargo is still waiting: yes" in out
+        assert "$ cargo fetch  # a project depending on kaze 0.1 -> exit 0" in out
