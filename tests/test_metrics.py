@@ -157,6 +157,7 @@ class TestCounts:
             "phantom": 0,
             "yank_mismatch": 1,
             "content_mismatch": 0,
+            "missing_file": 0,
         }
         assert {s: value("ledger_versions", state=s) for s in ("published", "yanked", "deleted")} == {
             "published": 5,

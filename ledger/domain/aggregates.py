@@ -22,6 +22,7 @@ Nothing here imports SQL, git or CLI code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -68,9 +69,9 @@ class Crate(Aggregate):
         self.name = name
         self.versions: dict[str, str] = {}
         self.spelling: dict[str, str] = {}
-        self.owners = frozenset[str]()
+        self.owners: list[str] = []
 
-    owners: frozenset[str] = frozenset()
+    owners: Sequence[str] = ()
     """Who may publish, yank and unyank through the registry's API (empty: nobody yet; a crate
     recorded before owners existed, or adopted from an index, until an operator adds one)."""
 
@@ -206,7 +207,7 @@ class Crate(Aggregate):
 
     @event(OwnerAdded)
     def add_owner(self, crate: str, user: str, actor: str) -> None:
-        self.owners = self.owners | {user}
+        self.owners = sorted({*self.owners, user})  # a list: snapshots hold plain JSON
 
     class OwnerRemoved(Event):
         TOPIC: ClassVar[str] = "ledger:CrateOwnerRemoved"
@@ -216,7 +217,7 @@ class Crate(Aggregate):
 
     @event(OwnerRemoved)
     def remove_owner(self, crate: str, user: str, actor: str) -> None:
-        self.owners = self.owners - {user}
+        self.owners = [owner for owner in self.owners if owner != user]
 
     class RequestRefused(Event):
         """A registry request for the crate by someone it refused (not an owner): nothing changed."""

@@ -10,6 +10,7 @@ another thread, with its own ledger, and writes the served URLs into a new index
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -52,7 +53,8 @@ class Served:
     def stop(self) -> None:
         """Stop accepting, finish the requests under way, stop the worker, close the ledgers."""
         self._stop.set()
-        self._server.pull_trigger()  # type: ignore[attr-defined]  # wakes the serving loop
+        with contextlib.suppress(OSError):  # the loop may have closed its trigger already
+            self._server.pull_trigger()  # type: ignore[attr-defined]  # wakes the serving loop
         for thread in self._threads:
             thread.join(timeout=30)
         self.app.close()
@@ -110,8 +112,8 @@ def _serve(server: Any, stop: threading.Event) -> None:
         while not stop.is_set():
             server.asyncore.loop(timeout=LOOP_S, map=server._map, use_poll=True, count=1)
     finally:
+        server.task_dispatcher.shutdown()  # the requests under way finish first
         server.asyncore.close_all(server._map, ignore_all=True)
-        server.task_dispatcher.shutdown()
 
 
 def _follow(
