@@ -279,3 +279,17 @@ class TestYankAndFiles:
         (found,) = [d for d in report.discrepancies if d.cls == "missing_file"]
         assert (found.crate, found.version) == ("kaze", "0.1.6")
         assert published.cksum in found.difference
+
+
+def test_owners_survive_the_crates_snapshots(ledger: Ledger) -> None:
+    """A crate is snapshotted every 100 events: its owners are kept in the snapshot and read back."""
+    from tests.conftest import make_line
+
+    for n in range(105):
+        ledger.app.publish(make_line("kaze", f"0.1.{n}"), "alice", owner="alice")
+    ledger.app.add_owner("kaze", "bob", "operator")
+    crate = ledger.app.find_crate("kaze")
+    assert crate is not None
+    assert list(crate.owners) == ["alice", "bob"]
+    assert ledger.app.snapshots is not None
+    assert list(ledger.app.snapshots.get(crate.id))  # a snapshot was taken and holds the owners
