@@ -13,7 +13,7 @@ from ledger.adapters.stores.events import SqlEventLog
 from ledger.adapters.stores.lease import Lease as StoreLease
 from ledger.adapters.stores.sqlite import SQLiteDatabase
 from ledger.domain.errors import Invalid, LedgerError, StoreUnavailable
-from ledger.ports import CrateFiles, Database, IndexTarget
+from ledger.ports import CrateFiles, Database, IndexTarget, Sleep, Wakeup
 from ledger.services.ledger import Ledger
 from ledger.services.publishing import PublicationLedger
 from ledger.settings import Settings, StoreURL, check_remote_url, redact
@@ -97,6 +97,19 @@ def _crate_files(settings: Settings) -> CrateFiles | None:
     return FolderCrateFiles(folder)
 
 
+def open_wakeup(url: StoreURL, app: PublicationLedger) -> Wakeup:
+    """What wakes a following worker when the log grows, for this store."""
+    if url.kind == "sqlite":
+        from ledger.adapters.stores.wakeup import SQLiteWakeup
+
+        assert url.path is not None
+        return SQLiteWakeup(url.path)
+    from ledger.adapters.stores import postgres
+
+    channel = getattr(app.recorder, "channel_name", "")
+    return postgres.wakeup(url, channel) if channel else Sleep()
+
+
 def _places_index(settings: Settings) -> bool:
     """Whether the settings place the index's local folder (an index dir, or beside a SQLite file)."""
     return settings.index_dir is not None or settings.store_url.kind == "sqlite"
@@ -144,6 +157,7 @@ def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None 
                 index_factory=index or (lambda: open_index(settings)),
                 index_dir=index_dir(settings) if _places_index(settings) else None,
                 crate_files=_crate_files(settings),
+                wakeups=lambda: open_wakeup(url, app),
             )
             ledger.views.create_tables()
     except LedgerError:

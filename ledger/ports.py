@@ -281,3 +281,33 @@ class CrateFiles(Protocol):
 
     def get(self, cksum: str) -> bytes | None: ...
     def has(self, cksum: str) -> bool: ...
+
+
+# -- waking the worker ---------------------------------------------------------------------------
+
+
+class Wakeup(Protocol):
+    """Tells a waiting worker that the log may have grown (a job enqueued): sooner than a poll.
+
+    A missed or spurious wake-up is harmless: the worker looks for jobs after every wait, and a
+    wait never lasts longer than its timeout (the poll stays as the safety net).
+    """
+
+    def wait(self, timeout: float) -> bool:
+        """Return True once the store may hold new events, False after ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sleep:
+    """A :class:`Wakeup` that only sleeps: the worker finds new jobs at its poll interval."""
+
+    def wait(self, timeout: float) -> bool:
+        import time
+
+        time.sleep(timeout)
+        return False
+
+    def close(self) -> None:
+        pass

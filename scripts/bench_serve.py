@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import gzip
 import hashlib
 import http.client
@@ -74,7 +75,7 @@ import sys
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ TEXT_POOL_BYTES = 8 * 1024 * 1024
 SOURCE_FILE_BYTES = 96 * 1024
 
 VISIBLE_TIMEOUT_S = 120.0
+STALL_S = 30.0
+"""After the last answer, the wait for every version to be visible ends when none became
+visible for this long (the worker is stuck), or after ``VISIBLE_TIMEOUT_S``."""
 READY_TIMEOUT_S = 300.0
 PHASES = ("throughput", "real", "fast")
 PHASE_TITLES = {"throughput": "throughput", "real": "real rate", "fast": "100x rate"}
@@ -298,7 +302,9 @@ class TextPool:
         parts: list[str] = []
         size = 0
         while size < TEXT_POOL_BYTES:
-            chunk = [w + m for w, m in zip(rng.choices(words, k=4096), rng.choices(marks, k=4096), strict=True)]
+            chunk = [
+                w + m for w, m in zip(rng.choices(words, k=4096), rng.choices(marks, k=4096), strict=True)
+            ]
             text = "".join(chunk)
             parts.append(text)
             size += len(text)
@@ -468,6 +474,73 @@ def poller_main(remote: str, scratch: str, poll_s: float, ready: Any, stop: Any,
     )
 
 
+INSTRUMENTED = [
+    # (module, class or None for a module function, attribute, label)
+    ("ledger.entrypoints.serve.app", "RegistryApp", "__call__", "request: whole WSGI call"),
+    ("ledger.services.registry", None, "parse_publish_body", "request: parse body"),
+    ("ledger.services.registry", None, "index_line", "request: derive line"),
+    ("ledger.services.publishing_access", "RegistryAccess", "authenticate", "request: authenticate"),
+    ("ledger.services.publishing", "PublicationLedger", "find_crate", "find_crate"),
+    ("ledger.adapters.crate_files", "FolderCrateFiles", "put", "request: store .crate"),
+    ("ledger.services.publishing", "PublicationLedger", "publish", "request: record publish"),
+    ("projections.runner", "ViewRunner", "catch_up", "views catch_up"),
+    ("ledger.services.sync", "SyncWorker", "_pass", "worker: pass"),
+    ("ledger.adapters.git.index", "GitIndex", "fetch", "worker: fetch"),
+    ("ledger.adapters.git.index", "GitIndex", "commit", "worker: commit"),
+    ("ledger.adapters.git.index", "GitIndex", "push", "worker: push"),
+    ("ledger.adapters.git.index", "GitIndex", "read_back", "worker: read back"),
+]
+"""What the server process times (wall time per call, by the calling thread), to tell where a
+request's and a pass's time goes; a perf_counter pair per call, nothing else changes."""
+COUNT_PREFIX = "count: "
+
+
+def instrument(timings: list[tuple[str, float, float]]) -> list[str]:
+    """Wrap ``INSTRUMENTED`` so that each call appends (label, end time, seconds); the labels
+    whose target is missing (renamed) are returned, and skipped."""
+    import importlib
+
+    missing: list[str] = []
+    for module_name, owner_name, attr, label in INSTRUMENTED:
+        module = importlib.import_module(module_name)
+        owner: Any = module if owner_name is None else getattr(module, owner_name, None)
+        original = getattr(owner, attr, None) if owner is not None else None
+        if original is None:
+            missing.append(label)
+            continue
+        setattr(owner, attr, _timed(original, label, timings))
+    return missing
+
+
+def _timed(original: Any, label: str, timings: list[tuple[str, float, float]]) -> Any:
+    import functools
+    import threading
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = None
+        try:
+            result = original(*args, **kwargs)
+            return result
+        finally:
+            elapsed = time.perf_counter() - start
+            name = label
+            if label == "worker: pass":
+                jobs = getattr(result, "jobs", 0)
+                if jobs:
+                    timings.append((COUNT_PREFIX + "worker: jobs per pass", time.time(), float(jobs)))
+                else:
+                    name = "worker: idle pass"
+            elif label in ("views catch_up", "find_crate"):
+                who = "worker" if threading.current_thread().name == "ledger-worker" else "request"
+                name = f"{who}: {label}"
+            if name:
+                timings.append((name, time.time(), elapsed))
+
+    return timed
+
+
 def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: Any, out: Any) -> None:
     """``ledger serve`` with its worker in this process, until ``stop``; logs at WARNING to a file."""
     from ledger.bootstrap import open_ledger
@@ -479,8 +552,20 @@ def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: An
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("ledger").setLevel(logging.WARNING)
+    # SIGUSR1 writes every thread's Python stack to the log: to see where a stalled server waits.
+    faulthandler.register(signal.SIGUSR1, file=handler.stream, all_threads=True)
+    timings: list[tuple[str, float, float]] = []
+    missing = instrument(timings)
+
+    @contextlib.contextmanager
+    def opened() -> Iterator[Any]:
+        start_open = time.perf_counter()
+        with open_ledger(settings) as ledger:
+            timings.append(("open ledger", time.time(), time.perf_counter() - start_open))
+            yield ledger
+
     served = start(
-        lambda: open_ledger(settings),
+        opened,
         host="127.0.0.1",
         port=0,
         max_crate_bytes=settings.max_crate_bytes,
@@ -491,7 +576,14 @@ def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: An
     stop.wait()
     served.stop()
     usage = os.times()
-    out.put({"peak_rss_mib": peak_rss_mib(), "cpu_s": usage.user + usage.system})
+    out.put(
+        {
+            "peak_rss_mib": peak_rss_mib(),
+            "cpu_s": usage.user + usage.system,
+            "timings": timings,
+            "not_instrumented": missing,
+        }
+    )
 
 
 def process_cpu_s(pid: int) -> float:
@@ -586,7 +678,14 @@ class StoreRun:
         self.server_out = self.ctx.Queue()
         self.server = self.ctx.Process(
             target=server_main,
-            args=(self.settings, args.threads, str(self.log_path), self.server_ready, self.server_stop, self.server_out),
+            args=(
+                self.settings,
+                args.threads,
+                str(self.log_path),
+                self.server_ready,
+                self.server_stop,
+                self.server_out,
+            ),
             name="ledger-serve",
         )
         self.server.start()
@@ -611,6 +710,8 @@ class StoreRun:
             raise SystemExit("the index poller did not start")
         self.visible: dict[str, float] = {}
         self.poller_stats: dict[str, Any] = {}
+        self.keys: dict[str, dict[str, float]] = {}
+        self.spans: dict[str, tuple[float, float]] = {}
 
     def drain_found(self, timeout: float = 0.0) -> None:
         """Take what the poller has reported so far (waiting up to ``timeout`` for the first)."""
@@ -665,12 +766,17 @@ class StoreRun:
         last_answer = max(r[3] + r[4] for r in records)
         deadline = time.time() + VISIBLE_TIMEOUT_S
         missing = [f"{r[0]}@{r[1]}" for r in accepted]
+        progress_at, left = time.time(), len(missing)
         while True:
             missing = [key for key in missing if key not in self.visible]
-            if not missing or time.time() > deadline:
+            now = time.time()
+            if len(missing) < left:
+                progress_at, left = now, len(missing)
+            if not missing or now > deadline or now - progress_at > STALL_S:
                 break
             self.drain_found(timeout=0.2)
-        all_visible_s = max((self.visible[f"{r[0]}@{r[1]}"] for r in accepted), default=last_answer)
+        seen = [self.visible[f"{r[0]}@{r[1]}"] for r in accepted if f"{r[0]}@{r[1]}" in self.visible]
+        all_visible_s = max(seen, default=last_answer)
         cpu_total = process_cpu_s(self.server.pid or 0) - cpu_before
         first_send = records[0][3]
         send_span = records[-1][3] - first_send
@@ -694,8 +800,11 @@ class StoreRun:
             "late_ms": summary([r[3] - r[2] for r in records], 1000) if paced else None,
             "request_ms": summary([r[4] for r in records if r[5] == 200], 1000),
             "request_all_ms": summary([r[4] for r in records], 1000),
-            "visible_s": summary([self.visible[f"{r[0]}@{r[1]}"] - r[3] for r in accepted if f"{r[0]}@{r[1]}" in self.visible]),
+            "visible_s": summary(
+                [self.visible[f"{r[0]}@{r[1]}"] - r[3] for r in accepted if f"{r[0]}@{r[1]}" in self.visible]
+            ),
             "not_visible": len(missing),
+            "not_visible_examples": missing[:10],
             "all_visible_after_last_answer_s": all_visible_s - last_answer,
             "server_cpu_s_requests": cpu_requests,
             "server_cpu_s_total": cpu_total,
@@ -710,16 +819,20 @@ class StoreRun:
                 "request_ms": [round(r[4] * 1000, 3) for r in records],
                 "status": [r[5] for r in records],
                 "visible_s": [
-                    round(self.visible[f"{r[0]}@{r[1]}"] - r[3], 4) if f"{r[0]}@{r[1]}" in self.visible else None
+                    round(self.visible[f"{r[0]}@{r[1]}"] - r[3], 4)
+                    if f"{r[0]}@{r[1]}" in self.visible
+                    else None
                     for r in records
                 ],
             },
         }
         if paced:
-            out["scheduled_per_s"] = (len(records) - 1) / out["scheduled_span_s"] if out["scheduled_span_s"] else None
+            out["scheduled_per_s"] = (
+                (len(records) - 1) / out["scheduled_span_s"] if out["scheduled_span_s"] else None
+            )
             out["held_per_s"] = (len(records) - 1) / send_span if send_span else None
-        self.keys = getattr(self, "keys", {})
         self.keys[name] = {f"{r[0]}@{r[1]}": r[3] for r in accepted}
+        self.spans[name] = (start_at.value, time.time())
         return out
 
     def ledger_side(self) -> dict[str, Any]:
@@ -731,12 +844,19 @@ class StoreRun:
             ledger.views.catch_up()
             rows = ledger.db.query(
                 "SELECT v.crate, v.version, v.published_at, j.state, j.updated_at, j.commit_id, j.attempts, "
-                "j.failures FROM view_versions v JOIN view_jobs j ON v.job = j.job"
+                "j.failures, j.last_error FROM view_versions v JOIN view_jobs j ON v.job = j.job"
             )
             (open_jobs,) = ledger.db.query("SELECT COUNT(*) FROM view_jobs WHERE state = 'open'")[0]
         by_key = {f"{r[0]}@{r[1]}": r for r in rows}
-        out: dict[str, Any] = {"open_jobs_at_end": int(open_jobs)}
-        for name, sent in getattr(self, "keys", {}).items():
+        out: dict[str, Any] = {"open_jobs_at_end": int(open_jobs), "never_seen": []}
+        for sent in self.keys.values():
+            for key in sent:
+                if key not in self.visible and len(out["never_seen"]) < 20:
+                    row = by_key.get(key)
+                    out["never_seen"].append(
+                        {"version": key, "in_remote": self.in_remote(key), "job": list(row) if row else None}
+                    )
+        for name, sent in self.keys.items():
             found = [by_key[k] for k in sent if k in by_key]
             done = [r for r in found if r[3] == "completed"]
             commits = {r[5] for r in done if r[5]}
@@ -758,6 +878,21 @@ class StoreRun:
             }
         return out
 
+    def in_remote(self, key: str) -> bool | None:
+        """Whether the remote's bare repository holds the version at its head (read directly)."""
+        import pygit2
+
+        from ledger.domain.names import index_path
+
+        crate, _, version = key.rpartition("@")
+        repo = pygit2.Repository(str(self.folder / "remote" / "index.git"))
+        try:
+            tree = repo.revparse_single("refs/heads/master").peel(pygit2.Tree)
+            blob = tree[index_path(crate)]
+        except (KeyError, pygit2.GitError):
+            return None
+        return any(json.loads(raw)["vers"] == version for raw in blob.data.splitlines())
+
     def stop(self) -> dict[str, Any]:
         self.poller_stop.set()
         self.poller.join(timeout=60)
@@ -767,6 +902,25 @@ class StoreRun:
         self.server.join(timeout=60)
         self.remote.stop()
         return server
+
+
+def split_timings(
+    timings: Sequence[tuple[str, float, float]], spans: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The server's timed calls, per phase (by the time each ended) and label: count, p50, p99,
+    max and total, in ms; calls outside every phase (start-up) go under ``start``."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for label, ended, seconds in timings:
+        phase = next((name for name, (a, b) in spans.items() if a <= ended <= b), "start")
+        value = seconds if label.startswith(COUNT_PREFIX) else seconds * 1000
+        grouped.setdefault(phase, {}).setdefault(label.removeprefix(COUNT_PREFIX), []).append(value)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for phase, labels in grouped.items():
+        out[phase] = {}
+        for label, values in sorted(labels.items()):
+            stats = summary(values)
+            out[phase][label] = {**stats, "total": sum(values)}
+    return out
 
 
 def log_summary(path: Path) -> dict[str, Any]:
@@ -797,20 +951,24 @@ def measure(store_url: str, plan_path: Path, args: argparse.Namespace) -> dict[s
         run = StoreRun(store_url, folder, args)
         try:
             for name in PHASES:
-                print(f"  phase {name} ({len(plan['phases'][name])} publishes) ...", file=sys.stderr, flush=True)
+                print(
+                    f"  phase {name} ({len(plan['phases'][name])} publishes) ...", file=sys.stderr, flush=True
+                )
                 items = [(float(offset), line) for offset, line in plan["phases"][name]]
                 out["phases"][name] = run.phase(name, items)
         finally:
             out["server"] = run.stop()
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                label = "sqlite" if store_url.startswith("sqlite") else "postgresql"
+                for log in ("server.log", "remote.log"):
+                    with contextlib.suppress(OSError):
+                        (args.keep_logs / f"{label}-{log}").write_bytes((folder / log).read_bytes())
+        timings = out["server"].pop("timings")
+        out["server_timings"] = split_timings(timings, run.spans)
         out["ledger"] = run.ledger_side()
         out["poller"] = run.poller_stats
         out["server_log"] = log_summary(run.log_path)
-        if args.keep_logs is not None:
-            args.keep_logs.mkdir(parents=True, exist_ok=True)
-            label = "sqlite" if store_url.startswith("sqlite") else "postgresql"
-            for log in ("server.log", "remote.log"):
-                with contextlib.suppress(OSError):
-                    (args.keep_logs / f"{label}-{log}").write_bytes((folder / log).read_bytes())
     out["coordinator_peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -902,7 +1060,9 @@ def goals(results: list[tuple[str, dict[str, Any]]]) -> str:
             p = r["phases"][name]
             p99 = p["visible_s"].get("p99", float("inf"))
             ok = p99 <= goal and p["not_visible"] == 0
-            line.append(cell(ok, f"{p99:.2f} s" + (f", {p['not_visible']} never visible" if p["not_visible"] else "")))
+            line.append(
+                cell(ok, f"{p99:.2f} s" + (f", {p['not_visible']} never visible" if p["not_visible"] else ""))
+            )
         rows.append(line)
     line = ["peak memory < 1 GiB (server / clients / poller)"]
     for _, r in results:
@@ -915,17 +1075,30 @@ def goals(results: list[tuple[str, dict[str, Any]]]) -> str:
     return markdown_table(["goal", *[label for label, _ in results]], rows)
 
 
+def timing_text(timed: dict[str, dict[str, float]]) -> str:
+    parts = []
+    for label, stats in timed.items():
+        if label.endswith("per pass"):
+            parts.append(f"{label} {stats['p50']:.0f} (p99 {stats['p99']:.0f}, max {stats['max']:.0f})")
+        else:
+            parts.append(
+                f"{label} {stats['n']:.0f}, {stats['p50']:.1f}, {stats['p99']:.1f}, {stats['max']:.0f}"
+            )
+    return "; ".join(parts)
+
+
 def details(label: str, r: dict[str, Any]) -> str:
-    sizes = r["phases"]["throughput"]["crate_bytes"]
-    poller = r["poller"]
+    sizes = {k: v / 1024 for k, v in r["phases"]["throughput"]["crate_bytes"].items()}
+    poller = {"peak_rss_mib": math.nan, "fetch_p50_ms": math.nan, "fetch_p99_ms": math.nan, **r["poller"]}
+    clients_peak = max(p["client_peak_rss_mib"] for p in r["phases"].values())
     lines = [
         f"{label}: server peak {r['server']['peak_rss_mib']:.0f} MiB, CPU {r['server']['cpu_s']:.1f} s; "
-        f"clients peak {max(p['client_peak_rss_mib'] for p in r['phases'].values()):.0f} MiB; "
-        f"poller peak {poller.get('peak_rss_mib', float('nan')):.0f} MiB, {poller.get('fetches', 0):,} fetches "
-        f"(p50 {poller.get('fetch_p50_ms', float('nan')):.0f} ms, p99 {poller.get('fetch_p99_ms', float('nan')):.0f} ms"
-        f", errors {poller.get('errors', {})}); open jobs at the end: {r['ledger']['open_jobs_at_end']}",
-        f"  .crate bytes (throughput phase): p50 {sizes['p50'] / 1024:.1f} KiB, p90 {sizes['p90'] / 1024:.1f} KiB, "
-        f"p99 {sizes['p99'] / 1024:.1f} KiB, max {sizes['max'] / 1024:.1f} KiB, mean {sizes['mean'] / 1024:.1f} KiB",
+        f"clients peak {clients_peak:.0f} MiB; poller peak {poller['peak_rss_mib']:.0f} MiB, "
+        f"{poller.get('fetches', 0):,} fetches (p50 {poller['fetch_p50_ms']:.0f} ms, "
+        f"p99 {poller['fetch_p99_ms']:.0f} ms, errors {poller.get('errors', {})}); "
+        f"open jobs at the end: {r['ledger']['open_jobs_at_end']}",
+        f"  .crate KiB (throughput phase): p50 {sizes['p50']:.1f}, p90 {sizes['p90']:.1f}, "
+        f"p99 {sizes['p99']:.1f}, max {sizes['max']:.1f}, mean {sizes['mean']:.1f}",
     ]
     for name in PHASES:
         p, side = r["phases"][name], r["ledger"].get(name, {})
@@ -944,6 +1117,14 @@ def details(label: str, r: dict[str, Any]) -> str:
         )
         for error, count in p["errors"].items():
             lines.append(f"    {count} x {error}")
+        timed = r.get("server_timings", {}).get(name, {})
+        if timed:
+            lines.append("    server side, ms (n, p50, p99, max): " + timing_text(timed))
+    start = r.get("server_timings", {}).get("start", {})
+    if start:
+        lines.append("  outside the phases (start-up, drains), ms (n, p50, p99, max): " + timing_text(start))
+    for missing in r["ledger"].get("never_seen", []):
+        lines.append(f"  never seen by the poller: {missing}")
     if r["server_log"]["counts"]:
         lines.append(f"  server log (WARNING+): {r['server_log']['counts']}")
     return "\n".join(lines)
@@ -954,9 +1135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", action="append", help="sqlite, postgresql, both (default) or a store URL; repeatable"
     )
-    parser.add_argument("--requests", type=int, default=None, help="throughput phase publishes (default 2000)")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="throughput phase publishes (default 2000)"
+    )
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads (default 8, as ledger serve)")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="waitress threads (default 8, as ledger serve)"
+    )
     parser.add_argument(
         "--window", type=int, default=None, help="publishes at the real rate (default 100, about 4 min)"
     )
@@ -1003,12 +1188,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}; load average before: {before_load[0]:.2f} {before_load[1]:.2f} "
         f"{before_load[2]:.2f}, after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
-    windows = plan["windows"]
+    real, fast = plan["windows"]["real"], plan["windows"]["fast"]
     print(
-        f"Trace windows: real rate from publish #{windows['real']['first_publish']:,} "
-        f"({windows['real']['trace_span_s']:.0f} s of trace played in {windows['real']['scheduled_s']:.0f} s); "
-        f"100x from publish #{windows['fast']['first_publish']:,} ({windows['fast']['trace_span_s']:.0f} s "
-        f"of trace played in {windows['fast']['scheduled_s']:.0f} s); {args.clients} clients, "
+        f"Trace windows: real rate from publish #{real['first_publish']:,} "
+        f"({real['trace_span_s']:.0f} s of trace played in {real['scheduled_s']:.0f} s); "
+        f"100x from publish #{fast['first_publish']:,} ({fast['trace_span_s']:.0f} s "
+        f"of trace played in {fast['scheduled_s']:.0f} s); {args.clients} clients, "
         f"{args.threads} server threads, poller every {args.poll_ms:g} ms"
     )
     for label, result in results:
@@ -1026,7 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
             "load_before": list(before_load),
             "load_after": list(os.getloadavg()),
-            "windows": windows,
+            "windows": plan["windows"],
             "trace": plan["trace"],
             "results": dict(results),
         }

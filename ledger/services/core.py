@@ -21,7 +21,17 @@ from ledger.domain.errors import Invalid, NotFound
 from ledger.domain.index_format import IndexLine
 from ledger.domain.names import collision_key, validate_name
 from ledger.domain.versions import parse_version
-from ledger.ports import ChainReport, CrateFiles, Database, EventLog, IndexTarget, Lease, OpenTarget
+from ledger.ports import (
+    ChainReport,
+    CrateFiles,
+    Database,
+    EventLog,
+    IndexTarget,
+    Lease,
+    OpenTarget,
+    Sleep,
+    Wakeup,
+)
 from ledger.services.history import describe
 from ledger.services.publishing import BulkResult, PublicationLedger, Receipt
 from ledger.settings import Settings
@@ -61,6 +71,7 @@ class LedgerCore:
         index_factory: Callable[[], IndexTarget] | None = None,
         index_dir: Path | None = None,
         crate_files: CrateFiles | None = None,
+        wakeups: Callable[[], Wakeup] | None = None,
     ) -> None:
         """Everything that reaches outside comes in here, chosen by :mod:`ledger.bootstrap`:
         ``log`` reads the stored events, ``leases(holder, ttl)`` makes an index-writer lease,
@@ -68,7 +79,8 @@ class LedgerCore:
         target for a URL in a local folder (the import's source), ``index_factory`` the index
         target, ``index_dir`` where its local folder lives when the settings place it, and
         ``crate_files`` the registry's ``.crate`` files when it serves them (the audit then
-        reports a version whose file is missing)."""
+        reports a version whose file is missing), ``wakeups()`` what wakes a following worker
+        when the log grows."""
         self.settings = settings
         self.app = app
         self.db = db
@@ -77,6 +89,7 @@ class LedgerCore:
         self.open_target = open_target
         self.index_dir = index_dir
         self.crate_files = crate_files
+        self._wakeups = wakeups
         self._leases = leases
         self._scratch = scratch
         self._index_factory = index_factory
@@ -238,6 +251,10 @@ class LedgerCore:
     def verify(self) -> ChainReport:
         """Walk the hash chain over every stored event."""
         return self.log.walk_chain()
+
+    def wakeup(self) -> Wakeup:
+        """A new wake-up for a following worker (plain sleeping when the store offers none)."""
+        return self._wakeups() if self._wakeups is not None else Sleep()
 
     def lease(self, holder: str, ttl: float) -> Lease:
         """The index-writer lease, for ``holder``, taken ``ttl`` seconds at a time."""

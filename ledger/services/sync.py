@@ -45,7 +45,7 @@ from ledger.domain.crate_files import crate_file
 from ledger.domain.errors import InfrastructureError, RemoteUnavailable, classify_error
 from ledger.domain.names import index_path
 from ledger.logs import log_step, warn_step
-from ledger.ports import Database, IndexTarget, Observer, PushReport, ReadBack, Unobserved
+from ledger.ports import Database, IndexTarget, Observer, PushReport, ReadBack, Sleep, Unobserved, Wakeup
 from ledger.services.core import LedgerCore
 from ledger.services.foreign import Finding, find_foreign, held_reason
 from ledger.services.importing import adopt_files
@@ -185,12 +185,23 @@ class SyncWorker:
         finally:
             self.lease.release()
 
-    def follow(self, *, poll: float = 1.0, max_passes: int | None = None, stop: Any = None) -> None:
+    def follow(
+        self, *, poll: float = 1.0, max_passes: int | None = None, stop: Any = None, wake: bool = True
+    ) -> None:
         """Keep syncing as jobs arrive; stand by while another worker holds the lock.
 
         After a pass that confirmed something the next starts at once (the jobs that arrived
-        meanwhile go into one commit); otherwise it waits ``poll`` seconds.
+        meanwhile go into one commit); otherwise it waits until the store says the log grew
+        (``wake``: PostgreSQL's NOTIFY, SQLite's ``data_version``) or ``poll`` seconds passed,
+        whichever comes first; a missed wake-up costs at most one poll interval.
         """
+        wakeup = self.ledger.wakeup() if wake else Sleep()
+        try:
+            self._follow(poll, max_passes, stop, wakeup)
+        finally:
+            wakeup.close()
+
+    def _follow(self, poll: float, max_passes: int | None, stop: Any, wakeup: Wakeup) -> None:
         passes = 0
         while stop is None or not stop.is_set():
             progressed = False
@@ -207,7 +218,7 @@ class SyncWorker:
             if max_passes is not None and passes >= max_passes:
                 break
             if not progressed:
-                time.sleep(poll)
+                wakeup.wait(poll)
         with contextlib.suppress(InfrastructureError):
             self.lease.release()
 

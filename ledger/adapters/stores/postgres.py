@@ -112,6 +112,13 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         return ids
 
 
+def wakeup(url: StoreURL, channel: str) -> Any:
+    """A :class:`~ledger.adapters.stores.wakeup.PostgresWakeup` on the events' channel."""
+    from ledger.adapters.stores.wakeup import PostgresWakeup
+
+    return PostgresWakeup(lambda: psycopg.connect(conninfo(url), autocommit=True), channel)
+
+
 def conninfo(url: StoreURL) -> str:
     return psycopg.conninfo.make_conninfo(
         host=url.host,

@@ -92,8 +92,22 @@ def worker(
         typer.Option("--max-attempts", min=1, metavar="N", help="Abandon a job after N failed attempts."),
     ] = None,
     poll: Annotated[
-        float, typer.Option("--poll", min=0.05, metavar="SECONDS", help="How often to look for new jobs.")
+        float,
+        typer.Option(
+            "--poll",
+            min=0.05,
+            metavar="SECONDS",
+            help="How often to look for new jobs when nothing wakes the worker sooner.",
+        ),
     ] = 1.0,
+    wakeup: Annotated[
+        bool,
+        typer.Option(
+            "--wakeup/--no-wakeup",
+            help="Wake when a job is enqueued (PostgreSQL LISTEN/NOTIFY, SQLite data_version), "
+            "not only every --poll seconds.",
+        ),
+    ] = True,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -139,13 +153,15 @@ def worker(
                 notes,
                 code=int(result.open_left > 0),
             )
-        _follow(ledger, options, poll, (metrics_host, metrics_port))
+        _follow(ledger, options, poll, (metrics_host, metrics_port), wakeup)
         return Outcome({"ok": True, "stopped": True}, "worker stopped")
 
     run(ctx, json_output, action)
 
 
-def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, int | None]) -> None:
+def _follow(
+    ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, int | None], wakeup: bool = True
+) -> None:
     """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock.
 
     With a metrics port, ``GET /metrics`` is served for as long as the worker runs, store or
@@ -170,7 +186,7 @@ def _follow(ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, in
         emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
     try:
         worker = SyncWorker(ledger, ledger.index(), options=options, metrics=worker_metrics)
-        worker.follow(poll=poll, stop=stop)
+        worker.follow(poll=poll, stop=stop, wake=wakeup)
     finally:
         if server is not None:
             server.close()

@@ -1,0 +1,105 @@
+"""Waking the worker when the log grows: PostgreSQL's LISTEN/NOTIFY, SQLite's ``data_version``.
+
+PostgreSQL: every save of events notifies the events table's channel inside its own transaction
+(the event store's recorder does, ``NOTIFY publicationledger_events``), so the notification is
+sent exactly when the events are visible. A connection of the worker's own listens; when it is
+lost (a restart, a killed backend) the wait falls back to sleeping and the next one listens
+again on a new connection.
+
+SQLite: ``PRAGMA data_version`` changes on a connection whenever another connection commits to
+the file; checking it costs a few microseconds, so a short interval is cheap.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from ledger.logs import warn_step
+
+CHECK_S = 0.005
+"""How often the SQLite wake-up looks at ``data_version`` while it waits."""
+
+
+class SQLiteWakeup:
+    """:class:`~ledger.ports.Wakeup` for a SQLite file: another connection committed."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._seen = self._version()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self._version()
+            if version != self._seen:
+                self._seen = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(CHECK_S, left))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresWakeup:
+    """:class:`~ledger.ports.Wakeup` on PostgreSQL: a notification on the events' channel."""
+
+    def __init__(self, connect: Any, channel: str) -> None:
+        """``connect()`` opens an autocommit psycopg connection; ``channel`` is the recorder's."""
+        self._connect = connect
+        self._channel = channel
+        self._conn: Any = None
+
+    def _listening(self) -> Any:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            import psycopg
+            from psycopg.sql import SQL, Identifier
+
+            try:
+                self._conn = self._connect()
+                self._conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
+            except psycopg.Error as exc:
+                warn_step("wakeup_unavailable", error=" ".join(str(exc).split()))
+                self._conn = None
+        return self._conn
+
+    def wait(self, timeout: float) -> bool:
+        import psycopg
+
+        conn = self._listening()
+        if conn is None:
+            time.sleep(timeout)
+            return False
+        try:
+            # Consumed whole (it ends after one): while a notifies() generator is suspended it
+            # holds the connection's lock, and the drain below would wait on it for ever.
+            woken = bool(list(conn.notifies(timeout=timeout, stop_after=1)))
+            if woken:
+                self._drain(conn)
+            return woken
+        except psycopg.Error as exc:
+            warn_step("wakeup_lost", error=" ".join(str(exc).split()))
+            self._close()
+            time.sleep(min(timeout, 0.05))  # a broken connection: fall back to the poll
+            return True  # look for jobs now: a notification may have been lost with it
+
+    def _drain(self, conn: Any) -> None:
+        """Consume notifications already received: one wake-up stands for all of them."""
+        for _ in conn.notifies(timeout=0):
+            pass
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._close()
