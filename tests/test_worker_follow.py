@@ -35,7 +35,7 @@ def test_waits_only_after_a_pass_without_progress(
 
         monkeypatch.setattr(worker, "_pass", counted)
         monkeypatch.setattr(worker_module.time, "sleep", waits.append)
-        worker.follow(poll=7.0, max_passes=3)
+        worker.follow(poll=7.0, max_passes=3, wake=False)  # waking: tests/test_wakeup.py
         assert passes == [2, 0, 0]
         # no wait after the pass that confirmed two jobs, one after the idle one (the last
         # pass ends the loop before its wait)
