@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,35 @@ def test_a_burst_is_confirmed_once_each_and_no_line_twice(
                 confirmations[record["job"]] = confirmations.get(record["job"], 0) + 1
         burst_jobs = {str(r[0]) for r in per_job}
         assert {confirmations.get(job, 0) for job in burst_jobs} == {1}
+
+
+def test_an_idle_worker_is_not_woken_by_its_own_writes(
+    opener: Callable[[], AbstractContextManager[Ledger]],
+) -> None:
+    """Each pass renews the worker's lease (a commit, but no event): that must not wake it into
+    another pass. Idle for a second and more, it makes a handful of passes, not thousands."""
+    stop = threading.Event()
+    passes: list[int] = []
+
+    def run() -> None:
+        with opener() as ledger:
+            worker = SyncWorker(ledger, ledger.index())
+            real_pass = worker._pass
+
+            def counted(*, ignore_backoff: bool) -> Any:
+                passes.append(1)
+                return real_pass(ignore_backoff=ignore_backoff)
+
+            worker._pass = counted  # type: ignore[method-assign]
+            worker.follow(poll=LONG_POLL, stop=stop, max_passes=1000)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(1.5)
+    idle_passes = len(passes)
+    stop.set()
+    with opener() as ledger:  # an event: the worker wakes, sees stop, and ends
+        ledger.publish(make_line("zz-stop", "0.0.1"), "test")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert 1 <= idle_passes <= 5

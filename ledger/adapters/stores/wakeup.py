@@ -7,7 +7,8 @@ lost (a restart, a killed backend) the wait falls back to sleeping and the next 
 again on a new connection.
 
 SQLite: ``PRAGMA data_version`` changes on a connection whenever another connection commits to
-the file; checking it costs a few microseconds, so a short interval is cheap.
+the file; checking it costs a few microseconds, so a short interval is cheap. A commit that
+added no event (a lease renewal) does not wake the worker.
 """
 
 from __future__ import annotations
@@ -24,14 +25,27 @@ CHECK_S = 0.005
 
 
 class SQLiteWakeup:
-    """:class:`~ledger.ports.Wakeup` for a SQLite file: another connection committed."""
+    """:class:`~ledger.ports.Wakeup` for a SQLite file: the events table grew.
 
-    def __init__(self, path: Path) -> None:
+    ``data_version`` moves on every commit of another connection, the worker's own lease
+    renewals included; only when it moved is the log's head read, and only a longer log wakes
+    the worker (else each renewal would wake it into another pass, and that pass renew again).
+    """
+
+    def __init__(self, path: Path, table: str = "stored_events") -> None:
         self._conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._head_sql = f"SELECT MAX(rowid) FROM {table}"
         self._seen = self._version()
+        self._head = self._log_head()
 
     def _version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _log_head(self) -> int:
+        try:
+            return int(self._conn.execute(self._head_sql).fetchone()[0] or 0)
+        except sqlite3.OperationalError:  # no events table yet
+            return 0
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -39,7 +53,10 @@ class SQLiteWakeup:
             version = self._version()
             if version != self._seen:
                 self._seen = version
-                return True
+                head = self._log_head()
+                if head != self._head:
+                    self._head = head
+                    return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
