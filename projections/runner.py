@@ -111,7 +111,17 @@ class ViewRunner:
     # -- schema -----------------------------------------------------------------------------
 
     def create_tables(self) -> None:
+        """Create (or bring up to date) every view table; safe while batches are applied.
+
+        When the views exist, the tracking row is locked first, as every batch locks it first:
+        a ledger opened while another applies a batch waits for that batch, instead of taking
+        the index locks of its ``CREATE INDEX IF NOT EXISTS`` and then waiting for the row while
+        the batch waits for those locks (a deadlock PostgreSQL broke under ``ledger serve``,
+        whose serving threads open their ledgers while the worker catches up).
+        """
         with self.db.transaction() as cur:
+            if has_table(self.db, "view_tracking", cur):
+                self._tracked_for_update(cur)
             self._create_view_tables(cur)
             self._ensure_unsynced(cur)
 
