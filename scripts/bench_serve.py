@@ -16,8 +16,10 @@ with their ``req``, ``kind``, ``target``, ``optional``, ``default_features`` and
 plus a deterministic ``features`` table (``default``/``std`` for half the versions, a
 ``dep:`` feature per optional dependency). The ``.crate`` is a gzip (level 9, as cargo writes
 it) of a tar holding ``Cargo.toml``, ``README.md`` and ``src/*.rs`` files of random words; its
-compressed size is drawn per version from a log-normal distribution with a median of 28 KiB and
-sigma 1.0 (mean about 46 KiB, p90 about 100 KiB, p99 about 290 KiB), clipped to 1 KiB-2 MiB.
+compressed size aims at a value drawn per version from a log-normal distribution with a median
+of 28 KiB and sigma 1.0, clipped to 1 KiB-2 MiB (the 2,000 bodies of the default throughput phase
+come out at p50 29.5 KiB, p90 108 KiB, p99 313 KiB, max 744 KiB, mean 48 KiB; each run prints
+its own).
 
 Phases, on one registry, in this order:
 
@@ -44,12 +46,20 @@ publish-to-confirmed time (enqueue to completion in ``view_jobs``) and the pushe
 read from the views at the end. Peak memory is reported for the server process, the clients and
 the poller; warnings the server logged (waitress and the ledger, at WARNING) are counted.
 
+To tell where the time goes, the server process times a few calls of its own (``INSTRUMENTED``:
+the whole WSGI call, authentication, parsing, storing the ``.crate``, recording the publish, the
+views' catch-up, and the worker's passes, fetch, commit, push and read-back), per phase; SIGUSR1
+makes it write every thread's Python stack to its log.
+
 Goals: publish request p99 <= 20 ms; publish-to-visible p99 <= 1 s at the real rate and
 <= 5 s at 100x; peak memory < 1 GiB.
 
 Usage: .venv/bin/python scripts/bench_serve.py [--store sqlite|postgresql|both|URL]...
        [--requests N] [--clients N] [--threads N] [--window N] [--window-fast N]
-       [--poll-ms MS] [--quick] [--json PATH]
+       [--poll-ms MS] [--quick] [--json PATH] [--keep-logs DIR]
+
+``--quick`` (200 requests, windows of 12 and 100 publishes) takes about 1.5 minutes for both
+stores; the defaults about 11 minutes.
 """
 
 from __future__ import annotations
@@ -495,11 +505,39 @@ INSTRUMENTED = [
 ]
 """What the server process times (wall time per call, by the calling thread), to tell where a
 request's and a pass's time goes; a perf_counter pair per call, nothing else changes."""
-COUNT_PREFIX = "count: "
+SAMPLES_PER_SECOND = 50
+"""Values kept per label and second for the percentiles (count, total and max are exact)."""
 
 
-def instrument(timings: list[tuple[str, float, float]]) -> list[str]:
-    """Wrap ``INSTRUMENTED`` so that each call appends (label, end time, seconds); the labels
+class Timings:
+    """The server's timed calls, per label and wall-clock second: exact count, total and max, and
+    up to ``SAMPLES_PER_SECOND`` values, so that memory stays bounded however often a call runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, int], list[Any]] = {}
+
+    def add(self, label: str, value: float) -> None:
+        key = (label, int(time.time()))
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = [0, 0.0, 0.0, []]
+            bucket[0] += 1
+            bucket[1] += value
+            bucket[2] = max(bucket[2], value)
+            if len(bucket[3]) < SAMPLES_PER_SECOND:
+                bucket[3].append(value)
+
+    def rows(self) -> list[tuple[str, int, int, float, float, list[float]]]:
+        with self._lock:
+            return [(label, second, *bucket) for (label, second), bucket in self._buckets.items()]
+
+
+def instrument(timings: Timings) -> list[str]:
+    """Wrap ``INSTRUMENTED`` so that each call adds its wall time (ms) under its label; the labels
     whose target is missing (renamed) are returned, and skipped."""
     import importlib
 
@@ -515,7 +553,7 @@ def instrument(timings: list[tuple[str, float, float]]) -> list[str]:
     return missing
 
 
-def _timed(original: Any, label: str, timings: list[tuple[str, float, float]]) -> Any:
+def _timed(original: Any, label: str, timings: Timings) -> Any:
     import functools
     import threading
 
@@ -527,19 +565,18 @@ def _timed(original: Any, label: str, timings: list[tuple[str, float, float]]) -
             result = original(*args, **kwargs)
             return result
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed_ms = (time.perf_counter() - start) * 1000
             name = label
             if label == "worker: pass":
                 jobs = getattr(result, "jobs", 0)
                 if jobs:
-                    timings.append((COUNT_PREFIX + "worker: jobs per pass", time.time(), float(jobs)))
+                    timings.add("worker: jobs per pass (count)", float(jobs))
                 else:
                     name = "worker: idle pass"
             elif label in ("views catch_up", "find_crate"):
                 who = "worker" if threading.current_thread().name == "ledger-worker" else "request"
                 name = f"{who}: {label}"
-            if name:
-                timings.append((name, time.time(), elapsed))
+            timings.add(name, elapsed_ms)
 
     return timed
 
@@ -557,14 +594,14 @@ def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: An
     logging.getLogger("ledger").setLevel(logging.WARNING)
     # SIGUSR1 writes every thread's Python stack to the log: to see where a stalled server waits.
     faulthandler.register(signal.SIGUSR1, file=handler.stream, all_threads=True)
-    timings: list[tuple[str, float, float]] = []
+    timings = Timings()
     missing = instrument(timings)
 
     @contextlib.contextmanager
     def opened() -> Iterator[Any]:
         start_open = time.perf_counter()
         with open_ledger(settings) as ledger:
-            timings.append(("open ledger", time.time(), time.perf_counter() - start_open))
+            timings.add("open ledger", (time.perf_counter() - start_open) * 1000)
             yield ledger
 
     served = start(
@@ -583,7 +620,7 @@ def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: An
         {
             "peak_rss_mib": peak_rss_mib(),
             "cpu_s": usage.user + usage.system,
-            "timings": timings,
+            "timings": timings.rows(),
             "not_instrumented": missing,
         }
     )
@@ -908,21 +945,34 @@ class StoreRun:
 
 
 def split_timings(
-    timings: Sequence[tuple[str, float, float]], spans: dict[str, tuple[float, float]]
+    rows: Sequence[Sequence[Any]], spans: dict[str, tuple[float, float]]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """The server's timed calls, per phase (by the time each ended) and label: count, p50, p99,
-    max and total, in ms; calls outside every phase (start-up) go under ``start``."""
-    grouped: dict[str, dict[str, list[float]]] = {}
-    for label, ended, seconds in timings:
-        phase = next((name for name, (a, b) in spans.items() if a <= ended <= b), "start")
-        value = seconds if label.startswith(COUNT_PREFIX) else seconds * 1000
-        grouped.setdefault(phase, {}).setdefault(label.removeprefix(COUNT_PREFIX), []).append(value)
+    """The server's timed calls per phase (by the second each ended) and label: exact count,
+    total and max, p50/p99 of the values kept (all of them unless ``sampled``); ms, or a count
+    for labels ending in ``(count)``. Calls outside every phase (start-up, drains) go under ``start``."""
+    grouped: dict[str, dict[str, list[Any]]] = {}
+    for label, second, count, total, largest, values in rows:
+        middle = second + 0.5
+        phase = next((name for name, (a, b) in spans.items() if a <= middle <= b), "start")
+        entry = grouped.setdefault(phase, {}).setdefault(label, [0, 0.0, 0.0, [], False])
+        entry[0] += count
+        entry[1] += total
+        entry[2] = max(entry[2], largest)
+        entry[3].extend(values)
+        entry[4] = entry[4] or count > len(values)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for phase, labels in grouped.items():
         out[phase] = {}
-        for label, values in sorted(labels.items()):
-            stats = summary(values)
-            out[phase][label] = {**stats, "total": sum(values)}
+        for label, (count, total, largest, values, sampled) in sorted(labels.items()):
+            values.sort()
+            out[phase][label] = {
+                "n": count,
+                "total": total,
+                "max": largest,
+                "p50": percentile(values, 0.50),
+                "p99": percentile(values, 0.99),
+                "sampled": sampled,
+            }
     return out
 
 
@@ -1080,8 +1130,9 @@ def goals(results: list[tuple[str, dict[str, Any]]]) -> str:
 
 def timing_text(timed: dict[str, dict[str, float]]) -> str:
     parts = []
-    for label, stats in timed.items():
-        if label.endswith("per pass"):
+    for name, stats in timed.items():
+        label = name + ("*" if stats.get("sampled") else "")
+        if name.endswith("(count)"):
             parts.append(f"{label} {stats['p50']:.0f} (p99 {stats['p99']:.0f}, max {stats['max']:.0f})")
         else:
             parts.append(
@@ -1122,10 +1173,15 @@ def details(label: str, r: dict[str, Any]) -> str:
             lines.append(f"    {count} x {error}")
         timed = r.get("server_timings", {}).get(name, {})
         if timed:
-            lines.append("    server side, ms (n, p50, p99, max): " + timing_text(timed))
+            lines.append(
+                "    server side, ms (n, p50, p99, max; *: percentiles of a sample): " + timing_text(timed)
+            )
     start = r.get("server_timings", {}).get("start", {})
     if start:
-        lines.append("  outside the phases (start-up, drains), ms (n, p50, p99, max): " + timing_text(start))
+        lines.append(
+            "  outside the phases (start-up, drains), ms (n, p50, p99, max; *: sampled): "
+            + timing_text(start)
+        )
     for missing in r["ledger"].get("never_seen", []):
         lines.append(f"  never seen by the poller: {missing}")
     if r["server_log"]["counts"]:
