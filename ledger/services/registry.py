@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.domain.aggregates import Crate
 from ledger.domain.cargo_publish import index_line, parse_publish_body
 from ledger.domain.errors import Forbidden, InfrastructureError, NotFound
 from ledger.domain.index_format import parse_line
@@ -49,12 +50,9 @@ class Registry:
         user = app.authenticate(token)
         request = parse_publish_body(body, max_crate_bytes=self.max_crate_bytes)
         line = parse_line(index_line(request))
-        if line.yanked:  # never: the derivation writes yanked false; checked as the ledger does
-            msg = f"{line.name} {line.vers}: a new version cannot be published already yanked"
-            raise Forbidden(msg, crate=line.name)
         crate = app.find_crate(line.name)
         if crate is not None:
-            self._owned(crate.name, user, "publish", line.vers)
+            self._owned(crate, user, "publish", line.vers)
             crate.check_name(line.name)
             crate.check_can_publish(line.key, line.vers)
         self.files.put(request.cksum, request.crate)
@@ -106,7 +104,7 @@ class Registry:
         if found is None:
             msg = f"no crate named {crate!r}"
             raise NotFound(msg, crate=crate)
-        self._owned(found.name, user, action, version)
+        self._owned(found, user, action, version)
         change = app.yank if action == "yank" else app.unyank
         try:
             receipt = change(found.name, version, user, owner=user)
@@ -116,15 +114,13 @@ class Registry:
         log_step(f"registry_{action}", crate=receipt.crate, version=version, actor=user, job=str(receipt.job))
         return receipt
 
-    def _owned(self, crate: str, user: str, action: str, version: str | None) -> None:
+    def _owned(self, crate: Crate, user: str, action: str, version: str | None) -> None:
         """Forbidden (recorded on the crate) unless ``user`` owns ``crate``."""
-        found = self.ledger.app.find_crate(crate)
-        assert found is not None
         try:
-            found.check_owner(user, action)
+            crate.check_owner(user, action)
         except Forbidden as exc:
-            self.ledger.app.record_refusal(found.name, action, version, user, exc.message)
-            log_step("registry_refused", crate=found.name, version=version, actor=user, action=action)
+            self.ledger.app.record_refusal(crate.name, action, version, user, exc.message)
+            log_step("registry_refused", crate=crate.name, version=version, actor=user, action=action)
             raise
 
 
