@@ -102,3 +102,33 @@ def test_serve_without_a_folder_for_crate_files_is_a_usage_error(pg_url: str) ->
     result = CliRunner(env=CLEAN_ENV).invoke(app, ["--store", pg_url, "serve", "--port", "0"])
     assert result.exit_code == 2
     assert "--crate-dir" in result.stderr
+
+
+def test_init_writes_the_registrys_config_into_a_new_index(store_url: str, tmp_path: Any) -> None:
+    """``init --registry-url`` writes config.json (dl, api) once, confirmed by read-back; an
+    existing one is kept; a URL that is not http(s) is a usage error."""
+    import pygit2
+
+    remote = tmp_path / "index.git"
+    pygit2.init_repository(str(remote), bare=True)
+    runner = CliRunner(env={**CLEAN_ENV, "LEDGER_INDEX_DIR": str(tmp_path / "clone.git")})
+
+    def init(*extra: str) -> Result:
+        return runner.invoke(app, ["--store", store_url, "--remote", str(remote), "init", *extra])
+
+    first = init("--registry-url", "http://127.0.0.1:8000/")
+    assert first.exit_code == 0, first.stderr
+    assert "config.json written in the index" in first.stderr
+    repo = pygit2.Repository(str(remote))
+    head = repo.references["refs/heads/master"].peel(pygit2.Commit)
+    config = json.loads(head.tree["config.json"].data)
+    assert config == {"dl": "http://127.0.0.1:8000/api/v1/crates", "api": "http://127.0.0.1:8000"}
+
+    again = init("--registry-url", "http://other.example")
+    assert again.exit_code == 0
+    assert "kept as it is" in again.stderr
+    assert repo.references["refs/heads/master"].peel(pygit2.Commit).id == head.id
+
+    wrong = init("--registry-url", "ftp://127.0.0.1/")
+    assert wrong.exit_code == 2
+    assert "http(s) URL" in wrong.stderr

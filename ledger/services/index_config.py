@@ -18,6 +18,12 @@ CONFIG_PATH = "config.json"
 LEASE_TTL = 60.0
 
 
+def registry_config(base_url: str) -> dict[str, str]:
+    """The ``config.json`` that sends cargo to the registry at ``base_url`` for downloads and the API."""
+    base = base_url.rstrip("/")
+    return {"dl": f"{base}/api/v1/crates", "api": base}
+
+
 def config_bytes(config: Mapping[str, str]) -> bytes:
     """``config.json`` as the ledger writes it."""
     return json.dumps(dict(config), indent=2).encode() + b"\n"

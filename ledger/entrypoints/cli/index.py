@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ledger.domain.errors import RemoteUnavailable
+from ledger.domain.errors import Invalid, RemoteUnavailable
 from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, emit, run
 from ledger.settings import redact
 
@@ -14,12 +14,34 @@ if TYPE_CHECKING:
     from ledger.services.ledger import Ledger
 
 
-def init(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+def init(
+    ctx: typer.Context,
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-url",
+            metavar="URL",
+            help="Write config.json (dl, api) for the registry at URL into an index that has none.",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
     """Create the store's tables and views; safe to run twice."""
 
     def action(s: Session) -> Outcome:
         ledger = s.ledger()
         position = ledger.views.catch_up()
+        if registry_url is not None:
+            from ledger.services.index_config import ensure_config, registry_config
+
+            if not s.settings.remote:
+                msg = "--registry-url needs an index remote (--remote or LEDGER_REMOTE)"
+                raise Invalid(msg, option="--registry-url")
+            if not registry_url.startswith(("http://", "https://")):
+                msg = f"--registry-url must be an http(s) URL, not {registry_url!r}"
+                raise Invalid(msg, option="--registry-url")
+            written = ensure_config(ledger, registry_config(registry_url))
+            emit(f"config.json {'written' if written else 'kept as it is'} in the index", err=True)
         store = redact(s.settings.store)
         document: dict[str, Any] = {"ok": True, "store": store, "position": position, "index_clone": None}
         text = f"store {store} is ready: views at log position {position}"

@@ -21,7 +21,7 @@ from waitress.server import create_server
 
 from ledger.entrypoints.serve.app import FRAMING_BYTES, METADATA_BYTES, RegistryApp
 from ledger.logs import log_step, warn_step
-from ledger.services.index_config import ensure_config
+from ledger.services.index_config import ensure_config, registry_config
 from ledger.services.ledger import Ledger
 from ledger.services.sync import SyncWorker, WorkerOptions
 
@@ -29,11 +29,6 @@ LOOP_S = 0.25
 """How long the serving loop waits on its sockets before it looks whether to stop."""
 WORKER_POLL_S = 0.2
 """How often the serving worker looks for new jobs when idle."""
-
-
-def index_config(base_url: str) -> dict[str, str]:  # the served URLs, for a new index
-    """The ``config.json`` that sends cargo to this server for downloads and the API."""
-    return {"dl": f"{base_url}/api/v1/crates", "api": base_url}
 
 
 @dataclass
@@ -92,7 +87,7 @@ def start(
     if worker:
         try:
             with open_ledger() as ledger:
-                ensure_config(ledger, index_config(url))
+                ensure_config(ledger, registry_config(url))
         except BaseException:
             served.stop()
             raise
@@ -122,7 +117,7 @@ def _follow(
     """The index sync worker of the server, until ``stop``."""
     try:
         with open_ledger() as ledger:
-            options = WorkerOptions(index_config=index_config(url))
+            options = WorkerOptions(index_config=registry_config(url))
             SyncWorker(ledger, ledger.index(), options=options).follow(poll=WORKER_POLL_S, stop=stop)
     except Exception as exc:
         warn_step("serve_worker_stopped", error=repr(exc))
