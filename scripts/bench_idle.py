@@ -20,15 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, drop_pg_schema, machine, markdown_table, stores_from_args
+from _common import command_line, drop_pg_schema, machine, markdown_table, process_cpu_s, stores_from_args
 
 GOAL_PERCENT = 2.0
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def measure(store: str, remote: Path, clone: Path, seconds: float, extra: list[str]) -> dict[str, float]:
@@ -48,9 +42,9 @@ def measure(store: str, remote: Path, clone: Path, seconds: float, extra: list[s
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(3.0)  # start-up (imports, first pass) is not idling
-        start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
+        start_cpu, start = process_cpu_s(proc.pid), time.monotonic()
         time.sleep(seconds)
-        used, elapsed = cpu_seconds(proc.pid) - start_cpu, time.monotonic() - start
+        used, elapsed = process_cpu_s(proc.pid) - start_cpu, time.monotonic() - start
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -95,12 +95,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    GitRemote,
     command_line,
     drop_pg_schema,
     machine,
     markdown_table,
     peak_rss_mib,
     percentile,
+    process_cpu_s,
     run_child,
     stores_from_args,
     workdir,
@@ -624,42 +626,6 @@ def server_main(settings: Any, threads: int, log_path: str, ready: Any, stop: An
             "not_instrumented": missing,
         }
     )
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a running process so far (Linux ``/proc``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class GitRemote:
-    """The index: ``python -m ledger.testing.remote serve --protocol git`` in a process of its own."""
-
-    def __init__(self, base: Path) -> None:
-        self.log = (base.parent / "remote.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.testing.remote", "serve", "--dir", str(base), "--protocol", "git"],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().decode().strip()
-        if not self.url.startswith("git://"):
-            self.stop()
-            raise SystemExit(f"the git server did not start (see {base.parent / 'remote.log'})")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 # -- one store (child process) --------------------------------------------------------------------
