@@ -19,6 +19,7 @@ from ledger.domain.cargo_publish import (
 )
 from ledger.domain.errors import Invalid
 from ledger.domain.index_format import parse_line
+from tests.test_index_format import dep as index_dep
 
 CRATE = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4  # stands in for a gzipped tarball
 CKSUM = hashlib.sha256(CRATE).hexdigest()
@@ -109,21 +110,6 @@ def line_for(meta: dict[str, Any]) -> dict[str, Any]:
     line = index_line(parse_publish_body(frame(json.dumps(meta).encode())))
     assert parse_line(line).fields == line
     return line
-
-
-def index_dep(name: str, req: str, **overrides: Any) -> dict[str, Any]:
-    """A dependency as the index lists it, in crates.io's key order."""
-    dep: dict[str, Any] = {
-        "name": name,
-        "req": req,
-        "features": [],
-        "optional": False,
-        "default_features": True,
-        "target": None,
-        "kind": "normal",
-    }
-    dep.update(overrides)
-    return dep
 
 
 def with_dep(**overrides: Any) -> dict[str, Any]:
