@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ledger.adapters.stores.events import SqlEventLog
+from ledger.adapters.stores.lease import INDEX_WRITER
 from ledger.adapters.stores.lease import Lease as StoreLease
 from ledger.adapters.stores.sqlite import SQLiteDatabase
 from ledger.domain.errors import Invalid, LedgerError, StoreUnavailable
 from ledger.ports import CrateFiles, Database, IndexTarget, Sleep, Wakeup
+from ledger.services.core import TargetParts
 from ledger.services.ledger import Ledger
 from ledger.services.publishing import PublicationLedger
-from ledger.settings import Settings, StoreURL, check_remote_url, redact
+from ledger.settings import Settings, StoreURL, TargetSpec, check_remote_url, redact
 
 
 def event_store_env(url: StoreURL) -> dict[str, str]:
@@ -115,15 +118,19 @@ def _places_index(settings: Settings) -> bool:
     return settings.index_dir is not None or settings.store_url.kind == "sqlite"
 
 
-def open_index(settings: Settings) -> IndexTarget:
-    """The local clone of the index remote named by the settings."""
-    if not settings.remote:
-        msg = "no index remote: give --remote URL or set LEDGER_REMOTE"
+def open_index(settings: Settings, name: str | None = None) -> IndexTarget:
+    """The index target of that name (None: the first), in its local folder."""
+    if not settings.index_targets():
+        msg = "no index remote: give --remote URL (or --target NAME=URL), or set LEDGER_REMOTE"
         raise Invalid(msg, field="remote")
-    check_remote_url(settings.remote)
+    spec = settings.target(name)
+    first = spec.name == settings.target_names[0]
+    if spec.kind == "sparse":
+        return open_sparse_index(target_dir(settings, spec.name, ".sparse.git"), spec, settings)
+    check_remote_url(spec.url)
     return open_git_index(
-        index_dir(settings),
-        settings.remote,
+        index_dir(settings) if first else target_dir(settings, spec.name, ".index.git"),
+        spec.url,
         branch=settings.branch,
         connect_timeout_ms=settings.connect_timeout_ms,
         timeout_ms=settings.timeout_ms,
@@ -131,11 +138,73 @@ def open_index(settings: Settings) -> IndexTarget:
     )
 
 
-def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None = None) -> Ledger:
+def open_sparse_index(path: Path, spec: TargetSpec, settings: Settings) -> IndexTarget:
+    """A sparse index target: files at ``spec.origin``, read back at ``spec.url``."""
+    from ledger.adapters.sparse.index import SparseIndex
+
+    assert spec.origin is not None
+    return SparseIndex.open(
+        path,
+        spec.url,
+        spec.origin,
+        invalidate_url=spec.invalidate_url,
+        endpoint_url=spec.endpoint_url,
+        connect_timeout_ms=settings.connect_timeout_ms,
+        timeout_ms=settings.timeout_ms,
+    )
+
+
+def target_dir(settings: Settings, name: str, suffix: str) -> Path:
+    """The local folder of an index target other than the first git one (a clone, a shadow)."""
+    if settings.index_dir is not None:
+        return settings.index_dir.with_name(f"{settings.index_dir.name}.{name}{suffix}")
+    url = settings.store_url
+    if url.kind == "sqlite" and url.path is not None:
+        return url.path.with_name(f"{url.path.name}.{name}{suffix}")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ledger"
+    spec = settings.target(name)
+    key = hashlib.sha256(f"{url.redacted}\n{spec.shown}".encode()).hexdigest()[:16]
+    return cache / f"{name}-{key}{suffix}"
+
+
+def target_views(url: StoreURL, name: str) -> Database:
+    """The database of another index target's views: a SQLite file beside the store, or a
+    PostgreSQL schema of its own in the same database."""
+    if url.kind == "sqlite":
+        assert url.path is not None
+        return SQLiteDatabase(url.path.with_name(f"{url.path.name}.{name}-views"))
+    from ledger.adapters.stores.postgres import PostgresDatabase
+
+    schema = f"{url.schema or 'ledger'}_views_{name.replace('-', '_')}"
+    return PostgresDatabase(dataclasses.replace(url, schema=schema))
+
+
+def _target_parts(
+    settings: Settings, db: Database, targets: Mapping[str, Callable[[], IndexTarget]]
+) -> Callable[[str], TargetParts]:
+    url = settings.store_url
+
+    def parts(name: str) -> TargetParts:
+        return TargetParts(
+            db=target_views(url, name),
+            index_factory=targets.get(name) or (lambda: open_index(settings, name)),
+            index_dir=target_dir(settings, name, ".index") if _places_index(settings) else None,
+            leases=lambda holder, ttl: StoreLease(db, holder, name=f"{INDEX_WRITER}:{name}", ttl=ttl),
+        )
+
+    return parts
+
+
+def build_ledger(
+    settings: Settings,
+    *,
+    index: Callable[[], IndexTarget] | None = None,
+    targets: Mapping[str, Callable[[], IndexTarget]] | None = None,
+) -> Ledger:
     """Open the store named by the settings and build a Ledger on it (the caller closes it).
 
-    The index target is the git remote the settings name, unless ``index`` opens another
-    (``ledger.adapters.memory.MemoryIndex`` in the use cases' fast tests)."""
+    The index targets are those the settings name, unless ``index`` opens the first and
+    ``targets`` others by name (``ledger.adapters.memory.MemoryIndex`` in fast tests)."""
     url = settings.store_url
     if url.kind == "sqlite":
         assert url.path is not None
@@ -146,6 +215,8 @@ def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None 
     try:
         with db.exclusive("ledger-schema"):  # concurrent first opens must not race on DDL
             app = PublicationLedger(env=event_store_env(url))
+            names = settings.target_names
+            app.job_targets = list(names) if len(names) > 1 else None
             ledger = Ledger(
                 settings,
                 app,
@@ -158,6 +229,7 @@ def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None 
                 index_dir=index_dir(settings) if _places_index(settings) else None,
                 crate_files=_crate_files(settings),
                 wakeups=lambda: open_wakeup(url, app),
+                target_parts=_target_parts(settings, db, targets or {}),
             )
             ledger.views.create_tables()
     except LedgerError:
@@ -172,10 +244,13 @@ def build_ledger(settings: Settings, *, index: Callable[[], IndexTarget] | None 
 
 @contextmanager
 def open_ledger(
-    settings: Settings | None = None, *, index: Callable[[], IndexTarget] | None = None
+    settings: Settings | None = None,
+    *,
+    index: Callable[[], IndexTarget] | None = None,
+    targets: Mapping[str, Callable[[], IndexTarget]] | None = None,
 ) -> Iterator[Ledger]:
     """``with open_ledger(Settings.from_env()) as ledger: ledger.publish(line, actor)``."""
-    ledger = build_ledger(settings or Settings.from_env(), index=index)
+    ledger = build_ledger(settings or Settings.from_env(), index=index, targets=targets)
     try:
         yield ledger
     finally:

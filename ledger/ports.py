@@ -141,6 +141,9 @@ class ReadBack:
     mismatched: tuple[str, ...]
     """Paths whose content at the target's head differs from what was expected."""
     method: str
+    problems: tuple[str, ...] = ()
+    """What was seen instead, one line per mismatched path (``"<path>: HTTP 404"``), when the
+    target can say more than that the content differs."""
 
     @property
     def confirmed(self) -> bool:
@@ -176,6 +179,15 @@ class IndexTarget(Protocol):
     # the target, over the network
     def fetch(self) -> str | None:
         """Read the target's head (and everything under it); None when it has no index yet."""
+        ...
+
+    def survey(self) -> str | None:
+        """Read what the target holds file by file, as a head (a scan's view of it).
+
+        For git the same as :meth:`fetch`. A target whose files can change without its head
+        saying so (the sparse index: files in a folder or a bucket) lists them instead, reading
+        only what changed since the last survey, and returns a head holding exactly those files.
+        """
         ...
 
     def push(self, commit: str) -> PushReport:

@@ -116,6 +116,95 @@ def check_remote_url(url: str) -> str:
     return url
 
 
+TARGET_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+DEFAULT_TARGET = "git"
+"""The name of the one index target a ledger configured with ``--remote`` alone has."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One index target: the git remote (``url``), or a sparse index read at its public ``url``
+    and written to its ``origin`` (a folder, or ``s3://bucket/prefix``)."""
+
+    name: str
+    kind: Literal["git", "sparse"]
+    url: str = field(repr=False)
+    origin: str | None = None
+    invalidate_url: str | None = None
+    """Sparse: where a CDN is told which files changed (POST of their paths), when there is one."""
+    endpoint_url: str | None = None
+    """Sparse on S3: the object store's endpoint (else the AWS defaults, or AWS_ENDPOINT_URL)."""
+
+    @property
+    def shown(self) -> str:
+        """The target as every message, log line and event names it (no credentials)."""
+        return redact(self.url) if self.kind == "git" else "sparse+" + redact(self.url)
+
+    @classmethod
+    def parse(cls, text: str) -> TargetSpec:
+        """``NAME=URL``: a git remote URL, or ``sparse+http(s)://public/url/?origin=ORIGIN``
+        (``&invalidate=URL``, ``&endpoint=URL`` optional); Invalid names what is wrong."""
+        name, sep, spec = text.strip().partition("=")
+        shown = redact(text.strip())
+        if not sep or not spec:
+            msg = (
+                f"index target {shown!r} is not NAME=URL "
+                "(e.g. sparse=sparse+http://host/index/?origin=/srv/index)"
+            )
+            raise Invalid(msg, target=shown)
+        if not TARGET_NAME.fullmatch(name):
+            msg = f"index target name {name!r} must be lowercase letters, digits and '-', at most 32"
+            raise Invalid(msg, target=shown)
+        if not spec.startswith("sparse+"):
+            return cls(name, "git", check_remote_url(spec))
+        return cls._sparse(name, spec.removeprefix("sparse+"), shown)
+
+    @classmethod
+    def _sparse(cls, name: str, spec: str, shown: str) -> TargetSpec:
+        public, _, query = spec.partition("?")
+        parts = urlsplit(public)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            msg = f"sparse index target {shown!r}: the public URL must be http(s)://host/path/"
+            raise Invalid(msg, target=shown)
+        options = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(options) - {"origin", "invalidate", "endpoint"})
+        if unknown:
+            msg = (
+                f"sparse index target {shown!r}: unknown option(s) {', '.join(unknown)} "
+                "(origin, invalidate, endpoint)"
+            )
+            raise Invalid(msg, target=shown)
+        origin = options.get("origin", [""])[-1]
+        if not origin:
+            msg = (
+                f"sparse index target {shown!r} names no origin: "
+                "add ?origin=/folder or ?origin=s3://bucket/prefix"
+            )
+            raise Invalid(msg, target=shown)
+        if not (origin.startswith(("s3://", "file:///")) or origin.startswith("/")):
+            msg = (
+                f"sparse index target {shown!r}: origin {origin!r} must be an absolute folder, "
+                "file:/// or s3://bucket"
+            )
+            raise Invalid(msg, target=shown)
+        if origin.startswith("s3://") and not urlsplit(origin).hostname:
+            msg = f"sparse index target {shown!r}: origin {origin!r} names no bucket"
+            raise Invalid(msg, target=shown)
+        return cls(
+            name,
+            "sparse",
+            public if public.endswith("/") else public + "/",
+            origin=origin,
+            invalidate_url=options.get("invalidate", [None])[-1] or None,
+            endpoint_url=options.get("endpoint", [None])[-1] or None,
+        )
+
+
+def parse_targets(text: str) -> tuple[TargetSpec, ...]:
+    """Targets separated by ``;`` or whitespace (``LEDGER_TARGETS``)."""
+    return tuple(TargetSpec.parse(part) for part in re.split(r"[;\s]+", text) if part)
+
+
 PushClient = Literal["auto", "git", "libgit2"]
 """Who pushes to the index remote: ``git`` (the git executable), ``libgit2``, or ``auto``."""
 
@@ -137,6 +226,39 @@ class Settings:
     store (``<store>.crates``), else none until given."""
     max_crate_bytes: int = DEFAULT_MAX_CRATE_BYTES
     """The largest ``.crate`` file a publish may carry (crates.io's limit: 10 MiB)."""
+    targets: tuple[TargetSpec, ...] = ()
+    """Index targets besides (or instead of) ``remote``, which is the target named ``git``."""
+
+    def index_targets(self) -> tuple[TargetSpec, ...]:
+        """Every index target, the first one first: ``remote`` (as ``git``), then ``targets``."""
+        found = ((TargetSpec(DEFAULT_TARGET, "git", self.remote),) if self.remote else ()) + self.targets
+        names = [t.name for t in found]
+        for name in names:
+            if names.count(name) > 1:
+                msg = f"two index targets are named {name!r}" + (
+                    " (--remote is the target named git)" if name == DEFAULT_TARGET and self.remote else ""
+                )
+                raise Invalid(msg, target=name)
+        return found
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """The names of the index targets, the first one first (``git`` when none is given)."""
+        return tuple(t.name for t in self.index_targets()) or (DEFAULT_TARGET,)
+
+    def target(self, name: str | None) -> TargetSpec:
+        """The target of that name (None: the first one); Invalid when there is none."""
+        found = self.index_targets()
+        if not found:
+            msg = "no index target: give --remote URL (or --target NAME=URL), or set LEDGER_REMOTE"
+            raise Invalid(msg, field="remote")
+        if name is None:
+            return found[0]
+        for spec in found:
+            if spec.name == name:
+                return spec
+        msg = f"no index target named {name!r} (configured: {', '.join(t.name for t in found)})"
+        raise Invalid(msg, target=name)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -147,6 +269,8 @@ class Settings:
             "remote": os.environ.get("LEDGER_REMOTE") or None,
             "branch": os.environ.get("LEDGER_BRANCH") or DEFAULT_BRANCH,
         }
+        if os.environ.get("LEDGER_TARGETS"):
+            values["targets"] = parse_targets(os.environ["LEDGER_TARGETS"])
         if os.environ.get("LEDGER_INDEX_DIR"):
             values["index_dir"] = Path(os.environ["LEDGER_INDEX_DIR"])
         if os.environ.get("LEDGER_CRATE_DIR"):

@@ -34,6 +34,7 @@ from projections.schema import (
     unsynced_refresh,
 )
 from projections.views import Event, ViewBatch, compact_json, decode, event_time
+from projections.views.state import PRIMARY, TargetScope
 
 TRACKING_NAME = "views"
 REBUILD_BATCH_SIZE = 10_000
@@ -102,11 +103,21 @@ class ProjectionError(LedgerError):
 class ViewRunner:
     """Keeps the views of one store up to date with its event log."""
 
-    def __init__(self, app: Application[Any], db: Database, log: EventLog, *, batch_size: int = 2000) -> None:
+    def __init__(
+        self,
+        app: Application[Any],
+        db: Database,
+        log: EventLog,
+        *,
+        batch_size: int = 2000,
+        scope: TargetScope = PRIMARY,
+    ) -> None:
         self.app = app
         self.db = db
         self.log = log
         self.batch_size = batch_size
+        self.scope = scope
+        """The index target these views are of (a ledger with several keeps views for each)."""
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -285,7 +296,9 @@ class ViewRunner:
                 if self._tracked_for_update(cur) != start:
                     return False
                 batch = ViewBatch(
-                    track_unsynced=has_table(self.db, "view_unsynced", cur), dialect=self.db.dialect
+                    track_unsynced=has_table(self.db, "view_unsynced", cur),
+                    dialect=self.db.dialect,
+                    scope=self.scope,
                 )
                 for event in events:
                     batch.apply(event, cur)
@@ -311,7 +324,9 @@ class ViewRunner:
                 track_unsynced = has_table(self.db, "view_unsynced", cur)
                 for event in events:
                     culprit = event[0]
-                    batch = ViewBatch(track_unsynced=track_unsynced, dialect=self.db.dialect)
+                    batch = ViewBatch(
+                        track_unsynced=track_unsynced, dialect=self.db.dialect, scope=self.scope
+                    )
                     batch.apply(event, cur)
                     batch.flush(cur)
                 raise _Rollback

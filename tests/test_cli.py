@@ -72,7 +72,11 @@ def fail(ledger: Ledger, job: str) -> None:
     """Record a push that reported success but was not confirmed."""
     sync_job = ledger.app.get_job(UUID(job))
     sync_job.failed(
-        reason="unconfirmed", detail="no status from the server", remote_head=None, next_retry=None
+        reason="unconfirmed",
+        detail="no status from the server",
+        remote_head=None,
+        next_retry=None,
+        target="git",
     )
     ledger.app.save_jobs([sync_job])
 

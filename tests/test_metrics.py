@@ -95,6 +95,7 @@ def sync(ledger: Ledger, receipt: Receipt) -> None:
         method="read-back",
         path=index_path(receipt.crate),
         entries=[[v, k, s == "yanked", d] for v, k, s, d in rows],
+        target="git",
     )
     job.completed(commit=commit)
     ledger.app.save_jobs([job])
@@ -102,7 +103,7 @@ def sync(ledger: Ledger, receipt: Receipt) -> None:
 
 def fail(ledger: Ledger, receipt: Receipt) -> None:
     job = ledger.app.get_job(receipt.job)
-    job.failed(reason="unconfirmed", detail="no status", remote_head=None, next_retry=None)
+    job.failed(reason="unconfirmed", detail="no status", remote_head=None, next_retry=None, target="git")
     ledger.app.save_jobs([job])
 
 

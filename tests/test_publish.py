@@ -306,7 +306,7 @@ class TestReadingJobs:
         receipts.append(ledger.yank("crate3", "1.0.0", ACTOR))
         ids = [r.job for r in receipts]
         first = ledger.app.get_job(ids[0])
-        first.failed(reason="timeout", detail=None, remote_head=None, next_retry=None)
+        first.failed(reason="timeout", detail=None, remote_head=None, next_retry=None, target="git")
         ledger.app.save_jobs([first])
         original = api.JOBS_PER_READ
         api.JOBS_PER_READ = 3

@@ -87,6 +87,7 @@ def sync(
         message=None,
         worker="test",
         batch=1,
+        target="git",
     )
     job.confirmed(
         crate=receipt.crate,
@@ -95,6 +96,7 @@ def sync(
         method="read-back",
         path=index_path(receipt.crate),
         entries=entries,
+        target="git",
     )
     if complete:
         job.completed(commit=commit)
@@ -113,8 +115,15 @@ def fail(ledger: Ledger, receipt: Receipt) -> int:
         message=None,
         worker="test",
         batch=1,
+        target="git",
     )
-    job.failed(reason="unconfirmed", detail="the remote head did not move", remote_head=None, next_retry=None)
+    job.failed(
+        reason="unconfirmed",
+        detail="the remote head did not move",
+        remote_head=None,
+        next_retry=None,
+        target="git",
+    )
     return ledger.app.save_jobs([job])
 
 
@@ -136,6 +145,7 @@ def scan(ledger: Ledger, crate: str, entries: list[list[Any]]) -> int:
         changed_files=1,
         observed={collision_key(crate): [crate, index_path(crate), entries]},
         discrepancies=[{"crate": crate, "class": "phantom"}],
+        target="git",
     )
     return ledger.app.save_jobs([remote])
 

@@ -111,6 +111,10 @@ class MemoryIndex:
         self._heads.update(self.remote.heads)
         return self.remote.head
 
+    def survey(self) -> str | None:
+        """The head a fetch reads: a commit names every file it holds."""
+        return self.fetch()
+
     def push(self, commit: str) -> PushReport:
         self._commit(commit)
         remote = self.remote

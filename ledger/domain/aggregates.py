@@ -259,6 +259,37 @@ class SyncJob(Aggregate):
         self.failures = 0
         self.holds = 0
         self.held_for: list[str] | None = None
+        self.targets: list[str] | None = None
+        self.confirmed_on: list[str] = []
+        self.failures_on: dict[str, int] = {}
+
+    class IndexSyncScoped(Event):
+        """The targets this job must reach before it is done (a ledger with several index
+        targets records it with the enqueue); a job without it is for the first target only."""
+
+        TOPIC: ClassVar[str] = "ledger:IndexSyncScoped"
+        targets: list[str]
+
+    @event(IndexSyncScoped)
+    def scoped(self, targets: list[str]) -> None:
+        self.targets = list(targets)
+
+    def scope(self, primary: str) -> list[str]:
+        """The targets that must confirm this job: as scoped, else the first one only."""
+        return list(getattr(self, "targets", None) or [primary])
+
+    def confirmed_for(self, target: str, primary: str) -> bool:
+        """Whether ``target`` confirmed this job (a job confirmed before targets had names
+        was confirmed by the first)."""
+        confirmed = getattr(self, "confirmed_on", None)
+        if confirmed is None:
+            return not self.open and target == primary
+        return target in confirmed
+
+    def failures_for(self, target: str) -> int:
+        """Failed attempts on ``target`` (all of them for a job restored from an older snapshot)."""
+        found = getattr(self, "failures_on", None)
+        return self.failures if found is None else int(found.get(target, 0))
 
     class IndexPushAttempted(Event):
         """A push and what the pusher reported about it: recorded, never trusted."""
@@ -272,6 +303,7 @@ class SyncJob(Aggregate):
         message: str | None
         worker: str
         batch: int
+        target: str
 
     @event(IndexPushAttempted)
     def attempted(
@@ -284,6 +316,7 @@ class SyncJob(Aggregate):
         message: str | None,
         worker: str,
         batch: int,
+        target: str,
     ) -> None:
         self.attempts += 1
         self.held_for = None
@@ -297,6 +330,7 @@ class SyncJob(Aggregate):
         remote_head: str
         method: str
         path: str
+        target: str
         entries: list[list[Any]]
 
     @event(IndexPushConfirmed)
@@ -307,9 +341,12 @@ class SyncJob(Aggregate):
         remote_head: str,
         method: str,
         path: str,
+        target: str,
         entries: list[list[Any]],
     ) -> None:
-        pass
+        confirmed = getattr(self, "confirmed_on", None)
+        if confirmed is not None and target not in confirmed:
+            confirmed.append(target)
 
     class IndexPushFailed(Event):
         """Why a push did not count: rejected, no_status, unconfirmed, timeout, unreachable."""
@@ -319,12 +356,16 @@ class SyncJob(Aggregate):
         detail: str | None
         remote_head: str | None
         next_retry: float | None
+        target: str
 
     @event(IndexPushFailed)
     def failed(
-        self, reason: str, detail: str | None, remote_head: str | None, next_retry: float | None
+        self, reason: str, detail: str | None, remote_head: str | None, next_retry: float | None, target: str
     ) -> None:
         self.failures += 1
+        found = getattr(self, "failures_on", None)
+        if found is not None:
+            found[target] = found.get(target, 0) + 1
 
     class IndexSyncHeld(Event):
         """The remote's file for the crate holds lines the ledger has no record of: not pushed over.
@@ -343,6 +384,7 @@ class SyncJob(Aggregate):
         entries: list[list[Any]]
         reason: str
         next_retry: float | None
+        target: str
 
     @event(IndexSyncHeld)
     def held(
@@ -354,6 +396,7 @@ class SyncJob(Aggregate):
         entries: list[list[Any]],
         reason: str,
         next_retry: float | None,
+        target: str,
     ) -> None:
         self.holds = self.hold_count() + 1
         self.held_for = list(foreign)
@@ -421,6 +464,7 @@ class IndexRemote(Aggregate):
         changed_files: int
         observed: dict[str, list[Any]]
         discrepancies: list[dict[str, Any]]
+        target: str
 
     @event(IndexScanned)
     def scanned(
@@ -432,6 +476,7 @@ class IndexRemote(Aggregate):
         changed_files: int,
         observed: dict[str, list[Any]],
         discrepancies: list[dict[str, Any]],
+        target: str,
     ) -> None:
         self.last_head = head
 
@@ -446,6 +491,7 @@ class IndexRemote(Aggregate):
         reported: str
         confirmed: bool
         actor: str
+        target: str
 
     @event(RepairApplied)
     def repaired(
@@ -457,6 +503,7 @@ class IndexRemote(Aggregate):
         reported: str,
         confirmed: bool,
         actor: str,
+        target: str,
     ) -> None:
         pass
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
 from ledger.domain.aggregates import Crate, SyncJob
@@ -39,12 +39,24 @@ from projections.consistency import AuditReport, audit, missing_files
 from projections.queries import jobs_of_crate
 from projections.runner import ViewRunner
 from projections.schema import DEFAULT_GRACE_S
+from projections.views.state import TargetScope
 
 if TYPE_CHECKING:
     pass
 
 JOBS_PER_READ = 500
 """Jobs read per query: well below the bound-parameter limit of every SQLite build."""
+
+
+@dataclass(frozen=True)
+class TargetParts:
+    """What the core of one more index target needs: its views' own database (every target
+    has its views), how to open the target, where its local folder lives, its writer lease."""
+
+    db: Database
+    index_factory: Callable[[], IndexTarget]
+    index_dir: Path | None
+    leases: Callable[[str, float], Lease]
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ class LedgerCore:
         index_dir: Path | None = None,
         crate_files: CrateFiles | None = None,
         wakeups: Callable[[], Wakeup] | None = None,
+        target: str | None = None,
+        target_parts: Callable[[str], TargetParts] | None = None,
     ) -> None:
         """Everything that reaches outside comes in here, chosen by :mod:`ledger.bootstrap`:
         ``log`` reads the stored events, ``leases(holder, ttl)`` makes an index-writer lease,
@@ -80,12 +94,22 @@ class LedgerCore:
         target, ``index_dir`` where its local folder lives when the settings place it, and
         ``crate_files`` the registry's ``.crate`` files when it serves them (the audit then
         reports a version whose file is missing), ``wakeups()`` what wakes a following worker
-        when the log grows."""
+        when the log grows. ``target`` names the index target this core serves (the first one by
+        default); ``target_parts(name)`` opens what the core of another one needs."""
         self.settings = settings
         self.app = app
         self.db = db
         self.log = log
-        self.views = ViewRunner(app, db, log)
+        self.target_names: tuple[str, ...] = settings.target_names
+        """Every index target of the ledger, the first one first."""
+        self.target = target or self.target_names[0]
+        """The index target whose views, jobs and index this core reads and writes."""
+        self.views = ViewRunner(
+            app, db, log, scope=TargetScope(self.target, primary=self.target == self.target_names[0])
+        )
+        self._target_parts = target_parts
+        self._cores: dict[str, Self] = {}
+        self._owns_app = True
         self.open_target = open_target
         self.index_dir = index_dir
         self.crate_files = crate_files
@@ -96,16 +120,59 @@ class LedgerCore:
         self._index: IndexTarget | None = None
 
     def close(self) -> None:
+        for core in self._cores.values():
+            core.close()
         if self._index is not None:
             self._index.close()
-        self.app.close()
+        if self._owns_app:
+            self.app.close()
         self.db.close()
+
+    def on(self, target: str | None) -> Self:
+        """The core of an index target (None or this one's name: this core), opened on first use.
+
+        It shares the events and the store; its views (the database view and what that target
+        holds), its jobs' progress, its index and its writer lease are its own.
+        """
+        if target is None or target == self.target:
+            return self
+        if target not in self.target_names:
+            msg = f"no index target named {target!r} (configured: {', '.join(self.target_names)})"
+            raise Invalid(msg, target=target)
+        if target == self.target_names[0] or self._target_parts is None:
+            msg = f"index target {target!r} is not reachable from the core of {self.target!r}"
+            raise Invalid(msg, target=target)
+        found = self._cores.get(target)
+        if found is None:
+            parts = self._target_parts(target)
+            found = type(self)(
+                self.settings,
+                self.app,
+                parts.db,
+                log=self.log,
+                leases=parts.leases,
+                scratch=self._scratch,
+                open_target=self.open_target,
+                index_factory=parts.index_factory,
+                index_dir=parts.index_dir,
+                crate_files=self.crate_files,
+                wakeups=self._wakeups,
+                target=target,
+            )
+            found._owns_app = False
+            found.views.create_tables()
+            self._cores[target] = found
+        return found
+
+    def each_target(self) -> list[Self]:
+        """The core of every index target, the first one first (from the first one's core)."""
+        return [self.on(name) for name in self.target_names]
 
     def index(self) -> IndexTarget:
         """The index target (opened on first use)."""
         if self._index is None:
             if self._index_factory is None:
-                msg = "this ledger has no index remote configured"
+                msg = "this ledger has no index remote configured (--remote URL or --target NAME=URL)"
                 raise Invalid(msg, field="remote")
             self._index = self._index_factory()
         return self._index
@@ -229,7 +296,7 @@ class LedgerCore:
             raise Invalid(msg, position=at.position)
         past = self._scratch()
         try:
-            runner = ViewRunner(self.app, past, self.log, batch_size=5000)
+            runner = ViewRunner(self.app, past, self.log, batch_size=5000, scope=self.views.scope)
             runner.create_tables()
             position = runner.catch_up(until=at.position, until_time=at.time)
             if at.time is not None:

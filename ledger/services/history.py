@@ -7,6 +7,8 @@ from typing import Any
 from ledger.domain.aggregates import Crate, IndexRemote, SyncJob
 
 _FIELDS = (
+    "target",
+    "targets",
     "name",
     "url",
     "crate",
@@ -70,6 +72,10 @@ def describe(position: int, event: Any) -> dict[str, Any]:
 def summary(record: dict[str, Any]) -> str:
     """One human line for a record."""
     subject = " ".join(str(record[k]) for k in ("name", "url", "crate", "version") if k in record)
+    if "target" in record:
+        subject = f"[{record['target']}] {subject}".rstrip()
+    if "targets" in record:
+        subject = f"{subject} targets={','.join(record['targets'])}".strip()
     extras = []
     keys = (
         "actor",

@@ -474,4 +474,4 @@ class _Adoption:
         """The versions were read from the remote at ``head``: the job is done as it is created."""
         path = index_path(lines[0].name)
         self.result.confirmed_jobs += 1
-        return Confirmation(self.head, self.head, METHOD, path, self.chunk[path].entries)
+        return Confirmation(self.head, self.head, METHOD, path, self.ledger.target, self.chunk[path].entries)

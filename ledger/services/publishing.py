@@ -209,6 +209,7 @@ class PublicationLedger(RegistryAccess, BatchedPublishing, Application[UUID]):
         check_actor(actor)
         for _ in range(SAVE_RETRIES):
             crate, job = change(self.find_crate(name))
+            self.scope_job(job)
             try:
                 # The job first: a reader stopping between the two sees a job, never an orphan change.
                 recordings = self.save(job, crate)

@@ -35,6 +35,14 @@ LOOKAHEAD = 1000
 
 
 class BatchedPublishing:
+    job_targets: list[str] | None = None
+    """The index targets every new job must reach, when there are several (else the one)."""
+
+    def scope_job(self, job: SyncJob) -> None:
+        """Name the targets a new job must reach, when the ledger has several."""
+        if self.job_targets:
+            job.scoped(targets=list(self.job_targets))
+
     """The batched path of :class:`~ledger.services.publishing.PublicationLedger`."""
 
     if TYPE_CHECKING:
@@ -166,11 +174,13 @@ class BatchedPublishing:
         for crate, lines in batch.lines.values():
             versions = [ln.vers for ln in lines]
             job: SyncJob | None = None
-            if direct and on_job is None:
+            if direct and on_job is None and (confirm is not None or not self.job_targets):
                 job_id = uuid4()
                 stored.append(job_enqueued(job_id, crate.name, versions, actor))
             else:
                 job = SyncJob(crate=crate.name, versions=versions, cause="VersionPublished", actor=actor)
+                if confirm is None:  # an import's jobs are done on the target it read
+                    self.scope_job(job)
                 job_id = job.id
                 stored += map(to_stored, job.collect_events())
             # The job first: a reader stopping between the two sees a job, never an orphan change;
@@ -246,7 +256,7 @@ class BatchedPublishing:
         line = CheckedLine("déjà-vu", "1.0.0+b", "1.0.0", "0" * 64, True, text)
         actor = 'an "actor" é'
         done = Confirmation(
-            "c" * 40, "d" * 40, "a method é", "de/ja/déjà-vu", [["1.0.0+b", "1.0.0", True, "e"]]
+            "c" * 40, "d" * 40, "a method é", "de/ja/déjà-vu", "a target é", [["1.0.0+b", "1.0.0", True, "e"]]
         )
         job = SyncJob(crate=line.name, versions=[line.vers], cause="VersionPublished", actor=actor)
         job.confirmed(crate=line.name, **done._asdict())

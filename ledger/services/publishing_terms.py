@@ -84,7 +84,10 @@ class Confirmation(NamedTuple):
     remote_head: str
     method: str
     path: str
+    target: str
+    """The index target that holds the file (an import's source)."""
     entries: list[list[Any]]
+    """Last, as in the event: the views read a confirmation's entries from the end of its text."""
 
 
 def check_actor(actor: str) -> None:

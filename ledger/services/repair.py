@@ -473,6 +473,7 @@ def _apply(ledger: LedgerCore, index: IndexTarget, lease: Lease, result: RepairR
                 reported=report.status,
                 confirmed=result.confirmed,
                 actor=actor,
+                target=ledger.target,
             )
 
     result.position = save_remote_events(ledger, index.remote_url, record)

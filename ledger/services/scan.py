@@ -127,7 +127,7 @@ def scan_index(ledger: LedgerCore) -> ScanResult:
     started = time.monotonic()
     index = ledger.index()
     base_position = ledger.views.catch_up()
-    head = index.fetch()
+    head = index.survey()
     remote_id = IndexRemote.create_id(redact(index.remote_url))
     last = last_scan(ledger.db, remote_id.hex, index.branch)
     last_head, last_files = last if last is not None else (None, 0)
@@ -149,6 +149,7 @@ def scan_index(ledger: LedgerCore) -> ScanResult:
             changed_files=examined,
             observed=findings.observed,
             discrepancies=findings.discrepancies,
+            target=ledger.target,
         )
 
     position = save_remote_events(ledger, index.remote_url, record)

@@ -167,6 +167,8 @@ class SyncWorker:
         self.metrics = metrics if metrics is not None else Unobserved()
         """Told of every pass, push, read-back and outcome (``ledger worker --metrics-port``)."""
         self.index = index
+        self.target = ledger.target
+        """The name of the index target this worker writes (its events name it)."""
         self.options = options or WorkerOptions()
         self.name = name or worker_name()
         self.lease = ledger.lease(self.name, self.options.lease_ttl)
@@ -315,6 +317,7 @@ class SyncWorker:
                 message=report.message,
                 worker=self.name,
                 batch=len(jobs),
+                target=self.target,
             )
         log_step(
             "push",
@@ -430,6 +433,7 @@ class SyncWorker:
                 entries=finding.entries,
                 reason=reason,
                 next_retry=next_check,
+                target=self.target,
             )
         chunk.drop(key)
         warn_step("job_held", worker=self.name, crate=crate, foreign=finding.labels[:20], remote_head=head)
@@ -453,8 +457,11 @@ class SyncWorker:
                 method=readback.method,
                 path=paths[key],
                 entries=entries,
+                target=self.target,
             )
-            job.completed(commit=commit)
+            primary = self.ledger.target_names[0]
+            if all(job.confirmed_for(t, primary) for t in job.scope(primary)):
+                job.completed(commit=commit)  # every target it is for holds it
         log_step(
             "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)
         )
@@ -467,16 +474,19 @@ class SyncWorker:
         now = time.time()
         head = readback.remote_head if readback else None
         for job in jobs.values():
-            failures = job.failures + 1
+            failures = job.failures_for(self.target) + 1
             if self.options.max_attempts is not None and failures >= self.options.max_attempts:
-                job.failed(reason=reason, detail=detail, remote_head=head, next_retry=None)
-                job.abandoned(reason=f"{reason} after {failures} failed attempts")
+                job.failed(
+                    reason=reason, detail=detail, remote_head=head, next_retry=None, target=self.target
+                )
+                job.abandoned(reason=f"{reason} on {self.target} after {failures} failed attempts")
             else:
                 job.failed(
                     reason=reason,
                     detail=detail,
                     remote_head=head,
                     next_retry=self.options.next_retry(failures, now),
+                    target=self.target,
                 )
         warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
         self.metrics.failed(reason)

@@ -51,7 +51,7 @@ class ViewBatch(BatchRows):
     def apply(self, event: Event, cursor: Cursor) -> None:
         """Fold one event into the batch (reads the cursor only for scans' race checks)."""
         handler = _handler(event[2])
-        if handler is not None:
+        if handler is not None and (handler not in _TARGETED or self.scope.holds(event[3])):
             handler(self, event[0], event[1], event[3], cursor)
         self.last_position = event[0]
 
@@ -81,6 +81,7 @@ _HANDLERS: dict[type, Handler] = {
     Crate.VersionUnyanked: _state_handler("published"),
     Crate.VersionDeleted: _state_handler("deleted"),
     SyncJob.IndexSyncEnqueued: jobs._enqueued,
+    SyncJob.IndexSyncScoped: jobs._scoped,
     SyncJob.IndexPushAttempted: jobs._attempted,
     SyncJob.IndexPushFailed: jobs._failed,
     SyncJob.IndexPushConfirmed: jobs._confirmed,
@@ -90,6 +91,10 @@ _HANDLERS: dict[type, Handler] = {
     IndexRemote.IndexScanned: scans._scanned,
     IndexRemote.RepairApplied: index._repaired,
 }
+_TARGETED = frozenset(
+    (jobs._attempted, jobs._failed, jobs._confirmed, jobs._held, scans._scanned, index._repaired)
+)
+"""Handlers of events that name the index target they are about."""
 _BY_TOPIC: dict[str, Handler | None] = {}
 
 

@@ -50,7 +50,7 @@ def _enqueued(batch: BatchRows, pos: int, job_id: str, e: dict[str, Any], _: Cur
         "versions": json.dumps(e["versions"]),
         "cause": e["cause"],
         "actor": e["actor"],
-        "state": "open",
+        "state": batch.scope.new_job_state,
         "attempts": 0,
         "failures": 0,
         "enqueued_at": at,
@@ -62,6 +62,12 @@ def _enqueued(batch: BatchRows, pos: int, job_id: str, e: dict[str, Any], _: Cur
         "updated_at": at,
         "updated_pos": pos,
     }
+
+
+def _scoped(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
+    """A job for several targets: open in the views of each (the first's hold it already)."""
+    if not batch.scope.primary and batch.scope.name in e["targets"]:
+        _job_change(batch, pos, job, e, state="open")
 
 
 def _job_change(
@@ -108,7 +114,10 @@ def _confirmed(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Curso
         pos=pos,
         text=_LINE_JSON.encode(e["entries"]) if text is None else text,
     )
-    _job_change(batch, pos, job, e, last_error=None, next_retry=None, commit_id=e["commit"])
+    # Done for this target: the job completes once every target it is scoped to confirmed it.
+    _job_change(
+        batch, pos, job, e, state="completed", last_error=None, next_retry=None, commit_id=e["commit"]
+    )
 
 
 def _held(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
@@ -135,7 +144,7 @@ def _held(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Cursor) ->
 
 
 def _completed(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:
-    _job_change(batch, pos, job, e, state="completed", commit_id=e["commit"])
+    _job_change(batch, pos, job, e, state="completed")
 
 
 def _abandoned(batch: BatchRows, pos: int, job: str, e: dict[str, Any], _: Cursor) -> None:

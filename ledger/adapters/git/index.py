@@ -174,6 +174,10 @@ class GitIndex(CommitWriter):
         """Fetch the branch into ``refs/remotes/origin/<branch>``; its commit, None if absent."""
         return self._fetch_into(self._tracking_ref)
 
+    def survey(self) -> str | None:
+        """The head a fetch reads: a commit names every file it holds."""
+        return self.fetch()
+
     def push(self, commit: str) -> PushReport:
         """Push ``commit`` to the branch (never forced) and report what the pusher said.
 
