@@ -41,6 +41,12 @@ def _pg_schema_url() -> Iterator[str]:
     yield f"{PG_DSN}?schema={schema}"
     with pg_admin() as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        # the views of the ledger's other index targets, each in a schema of its own
+        found = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{schema}_views_%",)
+        ).fetchall()
+        for (name,) in found:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.domain.errors import Invalid
-from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, run
+from ledger.entrypoints.cli.shared import JsonFlag, OnTarget, Outcome, Session, run
 from ledger.entrypoints.timeparse import parse_duration, parse_moment, parse_time
 
 if TYPE_CHECKING:
-    from ledger.services.ledger import AsOf
+    from collections.abc import Callable
+
+    from ledger.services.ledger import AsOf, Ledger
     from projections.consistency import AuditReport
 
 DEFAULT_GRACE = "15m"
@@ -81,13 +83,14 @@ def _as_of(moment: int | datetime | None) -> AsOf | None:
     return AsOf(time=moment)
 
 
-def _audit_outcome(report: AuditReport) -> Outcome:
+def _audit_lines(report: AuditReport, target: str | None = None) -> list[str]:
     from projections.consistency import iso
 
     counts = ", ".join(f"{cls} {n}" for cls, n in report.counts.items())
     state = "in sync" if report.consistent else "OUT OF SYNC"
     lines = [
-        f"{state} at log position {report.position} as of {iso(report.as_of)} "
+        ("" if target is None else f"[{target}] ")
+        + f"{state} at log position {report.position} as of {iso(report.as_of)} "
         f"(grace {report.grace:g}s): {counts}"
     ]
     lines += [
@@ -96,7 +99,31 @@ def _audit_outcome(report: AuditReport) -> Outcome:
     ]
     if report.scan is not None:
         lines.append(f"scan: {json.dumps(report.scan, default=str)}")
-    return Outcome(report.to_dict(), "\n".join(lines), code=0 if report.consistent else 1)
+    return lines
+
+
+def _audit_outcome(report: AuditReport) -> Outcome:
+    return Outcome(report.to_dict(), "\n".join(_audit_lines(report)), code=0 if report.consistent else 1)
+
+
+def _per_target(session: Session, on: str | None, audit_one: Callable[[Ledger], AuditReport]) -> Outcome:
+    """The audit of every index target (or the one ``on`` names), each classified on its own.
+
+    A ledger with one target answers as it always has; with several, the document holds one
+    report per target under ``targets`` and the command exits 1 unless every one is in sync.
+    """
+    ledger = session.ledger()
+    if on is None and len(ledger.target_names) == 1:
+        return _audit_outcome(audit_one(ledger))
+    reports = {core.target: audit_one(core) for core in ([ledger.on(on)] if on else ledger.each_target())}
+    consistent = all(r.consistent for r in reports.values())
+    document = {
+        "ok": consistent,
+        "consistent": consistent,
+        "targets": {name: r.to_dict() for name, r in reports.items()},
+    }
+    lines = [line for name, r in reports.items() for line in _audit_lines(r, name)]
+    return Outcome(document, "\n".join(lines), code=0 if consistent else 1)
 
 
 def audit(
@@ -112,16 +139,18 @@ def audit(
         str | None,
         typer.Option("--at", metavar="TIME|POSITION", help="Answer as of a past time or log position."),
     ] = None,
+    on: OnTarget = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Every out-of-sync version, now or as of a past moment; exit 1 unless in sync."""
+    """Every out-of-sync version, now or as of a past moment, per index target; exit 1 unless in sync."""
 
     def action(s: Session) -> Outcome:
         grace_s = parse_duration(grace, option="--grace")
         moment = parse_moment(at, option="--at") if at is not None else None
         if scan:
-            return _audit_outcome(_scan(s, grace_s, moment))
-        return _audit_outcome(s.ledger().audit(grace=grace_s, at=_as_of(moment)))
+            _check_scan(s, moment)
+            return _per_target(s, on, lambda core: core.audit_scan(grace=grace_s))
+        return _per_target(s, on, lambda core: core.audit(grace=grace_s, at=_as_of(moment)))
 
     run(ctx, json_output, action)
 
@@ -129,15 +158,14 @@ def audit(
 # -- audit --scan: reading the real index -------------------------------------------------------
 
 
-def _scan(session: Session, grace: float, moment: int | datetime | None) -> AuditReport:
-    """Scan the real index (recording what it holds), then audit now with the scan's summary."""
-    if not session.settings.remote:
-        msg = "audit --scan needs an index remote (--remote or LEDGER_REMOTE)"
+def _check_scan(session: Session, moment: int | datetime | None) -> None:
+    """A scan reads the real index (recording what it holds): it needs one, and now."""
+    if not session.settings.index_targets():
+        msg = "audit --scan needs an index remote (--remote, --target or LEDGER_REMOTE)"
         raise Invalid(msg, option="--scan")
     if moment is not None:
         msg = "audit --scan reads the index as it is now and cannot be combined with --at"
         raise Invalid(msg, option="--scan")
-    return session.ledger().audit_scan(grace=grace)
 
 
 # -- the hash chain -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ledger.domain.errors import Invalid, RemoteUnavailable
-from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, emit, run
+from ledger.entrypoints.cli.shared import JsonFlag, OnTarget, Outcome, Session, emit, run
 from ledger.settings import redact
 
 if TYPE_CHECKING:
@@ -151,44 +151,52 @@ def worker(
             "to a crate's file, instead of holding its jobs.",
         ),
     ] = False,
+    on: OnTarget = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Sync open jobs to the index: push, read back, confirm; --once exits 1 if any job stayed open."""
+    """Sync open jobs to each index target: push, read back, confirm; --once exits 1 if any stayed open."""
     from ledger.services.sync import WorkerOptions
 
     options = WorkerOptions(max_batch=max_batch, max_attempts=max_attempts, adopt_foreign=adopt_foreign)
 
     def action(s: Session) -> Outcome:
         ledger = s.ledger()
+        cores = [ledger.on(on)] if on else ledger.each_target()
         if once:
-            result = ledger.sync(options)
-            text = (
-                f"{result.jobs} job(s): {result.confirmed} confirmed, {result.failed} failed, "
-                f"{result.abandoned} abandoned, {result.held} held, {result.open_left} open"
-            )
-            if result.adopted:
-                text += f"; {result.adopted} foreign line(s) adopted"
-            notes = tuple(f"held {crate}: {why}" for crate, why in sorted(result.holds.items()))
-            return Outcome(
-                {"ok": result.open_left == 0, **result.to_dict()},
-                text,
-                notes,
-                code=int(result.open_left > 0),
-            )
-        _follow(ledger, options, poll, (metrics_host, metrics_port), wakeup)
+            results = {core.target: core.sync(options) for core in cores}
+            several = on is not None or len(results) > 1
+            lines, notes = [], []
+            for name, result in results.items():
+                text = (
+                    f"{result.jobs} job(s): {result.confirmed} confirmed, {result.failed} failed, "
+                    f"{result.abandoned} abandoned, {result.held} held, {result.open_left} open"
+                )
+                if result.adopted:
+                    text += f"; {result.adopted} foreign line(s) adopted"
+                lines.append(f"[{name}] {text}" if several else text)
+                notes += [f"held {crate}: {why}" for crate, why in sorted(result.holds.items())]
+            left = sum(r.open_left for r in results.values())
+            if several:
+                document = {"ok": left == 0, "targets": {n: r.to_dict() for n, r in results.items()}}
+            else:
+                document = {"ok": left == 0, **next(iter(results.values())).to_dict()}
+            return Outcome(document, "\n".join(lines), tuple(notes), code=int(left > 0))
+        _follow(cores, options, poll, (metrics_host, metrics_port), wakeup)
         return Outcome({"ok": True, "stopped": True}, "worker stopped")
 
     run(ctx, json_output, action)
 
 
 def _follow(
-    ledger: Ledger, options: Any, poll: float, metrics_at: tuple[str, int | None], wakeup: bool = True
+    cores: list[Ledger], options: Any, poll: float, metrics_at: tuple[str, int | None], wakeup: bool = True
 ) -> None:
-    """Follow the log until SIGTERM or SIGINT; stand by while another worker holds the lock.
+    """Follow the log until SIGTERM or SIGINT, a worker per index target, each in its own thread
+    with its own lease; stand by while another worker holds a target's lease.
 
     With a metrics port, ``GET /metrics`` is served for as long as the worker runs, store or
-    remote down included.
+    remote down included (the first target's worker's figures).
     """
+    ledger = cores[0]
     import signal
     import threading
 
@@ -206,9 +214,35 @@ def _follow(
         registry, worker_metrics = worker_registry(lambda: open_ledger(ledger.settings))
         server = serve_metrics(registry, port, host)
         emit(f"serving /metrics on http://{host}:{server.port}/metrics", err=True)
+    failed: list[BaseException] = []
+
+    def follow_target(name: str) -> None:
+        """Another target's worker, on a ledger of its own (connections are not shared by threads)."""
+        from ledger.bootstrap import open_ledger
+
+        try:
+            with open_ledger(ledger.settings) as own:
+                core = own.on(name)
+                SyncWorker(core, core.index(), options=options).follow(poll=poll, stop=stop, wake=wakeup)
+        except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
+            failed.append(exc)
+            stop.set()  # one target's worker gone: stop them all, loudly
+
+    threads = [
+        threading.Thread(target=follow_target, args=(core.target,), name=f"worker-{core.target}", daemon=True)
+        for core in cores[1:]
+    ]
     try:
-        worker = SyncWorker(ledger, ledger.index(), options=options, metrics=worker_metrics)
-        worker.follow(poll=poll, stop=stop, wake=wakeup)
+        for thread in threads:
+            thread.start()
+        SyncWorker(ledger, ledger.index(), options=options, metrics=worker_metrics).follow(
+            poll=poll, stop=stop, wake=wakeup
+        )
+        stop.set()
+        for thread in threads:
+            thread.join()
+        if failed:
+            raise failed[0]
     finally:
         if server is not None:
             server.close()

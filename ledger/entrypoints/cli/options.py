@@ -16,7 +16,7 @@ import typer
 from ledger.domain.errors import Invalid
 from ledger.entrypoints.cli.shared import JsonFlag, Session, emit
 from ledger.logs import TextFormatter
-from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings
+from ledger.settings import DEFAULT_BRANCH, DEFAULT_STORE, Settings, TargetSpec
 
 FALLBACK_ACTOR = "cli"
 
@@ -102,6 +102,16 @@ def callback(
             help="The index remote: a path, file://, git:// or http(s):// URL.",
         ),
     ] = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="NAME=URL",
+            help="Another index target (repeatable; else LEDGER_TARGETS): a git remote URL, or a sparse "
+            "index as sparse+http://public/url/?origin=/folder (or s3://bucket/prefix). --remote is "
+            "the target named git.",
+        ),
+    ] = None,
     branch: Annotated[
         str,
         typer.Option("--branch", envvar="LEDGER_BRANCH", metavar="NAME", help="The index branch."),
@@ -135,7 +145,13 @@ def callback(
     except Invalid as exc:
         emit(f"error: {exc.message}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    settings = Settings.from_env(store=store, remote=remote or None, branch=branch)
+    try:
+        parsed = tuple(TargetSpec.parse(t) for t in targets) if targets else None
+        settings = Settings.from_env(store=store, remote=remote or None, branch=branch, targets=parsed)
+        settings.index_targets()  # two targets of one name are refused before anything runs
+    except Invalid as exc:
+        emit(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     session = Session(settings, actor or _default_actor(), json_output=json_output, quiet=quiet)
     ctx.obj = session
     ctx.call_on_close(session.close)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ledger.domain.errors import Invalid
-from ledger.entrypoints.cli.shared import JsonFlag, Outcome, Session, run
+from ledger.entrypoints.cli.shared import JsonFlag, OnTarget, Outcome, Session, run
 
 
 def repair(
@@ -32,19 +32,30 @@ def repair(
             "without a record (recorded as imported).",
         ),
     ] = False,
+    on: OnTarget = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Make the index equal to the database view: one commit, pushed, read back and recorded."""
+    """Make each index target equal to the database view: one commit each, pushed, read back, recorded."""
 
     def action(s: Session) -> Outcome:
-        if not s.settings.remote:
-            msg = "repair needs an index remote (--remote or LEDGER_REMOTE)"
+        if not s.settings.index_targets():
+            msg = "repair needs an index remote (--remote, --target or LEDGER_REMOTE)"
             raise Invalid(msg, option="--remote")
-        result = s.ledger().repair(
-            dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=s.actor
-        )
-        document = {"ok": result.confirmed or dry_run, **result.to_dict()}
-        return Outcome(document, _repair_text(result), code=0 if (dry_run or result.confirmed) else 1)
+        ledger = s.ledger()
+        cores = [ledger.on(on)] if on else ledger.each_target()
+        results = {
+            core.target: core.repair(
+                dry_run=dry_run, remove_phantoms=remove_phantoms, restore_lost=restore_lost, actor=s.actor
+            )
+            for core in cores
+        }
+        ok = all(r.confirmed or dry_run for r in results.values())
+        if on is None and len(results) == 1:
+            (result,) = results.values()
+            return Outcome({"ok": ok, **result.to_dict()}, _repair_text(result), code=0 if ok else 1)
+        document = {"ok": ok, "targets": {name: r.to_dict() for name, r in results.items()}}
+        text = "\n".join(f"[{name}] {_repair_text(r)}" for name, r in results.items())
+        return Outcome(document, text, code=0 if ok else 1)
 
     run(ctx, json_output, action)
 

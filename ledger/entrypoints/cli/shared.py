@@ -29,6 +29,10 @@ JsonFlag = Annotated[
     bool,
     typer.Option("--json", help="Print exactly one JSON document on stdout, errors included."),
 ]
+OnTarget = Annotated[
+    str | None,
+    typer.Option("--on", metavar="TARGET", help="Only this index target, by name (default: every one)."),
+]
 
 
 # -- shared state -------------------------------------------------------------------------------
