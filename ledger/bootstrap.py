@@ -80,6 +80,26 @@ def open_git_index(path: Path, remote_url: str, **options: Any) -> IndexTarget:
     return GitIndex.open(path, remote_url, **options)
 
 
+def open_target(path: Path, remote_url: str, **options: Any) -> IndexTarget:
+    """The index target at a URL, in a local folder: a sparse index for ``sparse+...?origin=``
+    (read through its origin's listing; a sparse index has no branch), else a git remote."""
+    if not remote_url.startswith("sparse+"):
+        return open_git_index(path, remote_url, **options)
+    from ledger.adapters.sparse.index import SparseIndex
+
+    spec = TargetSpec.parse(f"source={remote_url}")
+    assert spec.origin is not None
+    return SparseIndex.open(
+        path,
+        spec.url,
+        spec.origin,
+        invalidate_url=spec.invalidate_url,
+        endpoint_url=spec.endpoint_url,
+        connect_timeout_ms=options.get("connect_timeout_ms", 5000),
+        timeout_ms=options.get("timeout_ms", 15000),
+    )
+
+
 def crate_dir(settings: Settings) -> Path | None:
     """Where the registry's ``.crate`` files live: as configured, else beside a SQLite store."""
     if settings.crate_dir is not None:
@@ -224,7 +244,7 @@ def build_ledger(
                 log=SqlEventLog(db, app.recorder),
                 leases=lambda holder, ttl: StoreLease(db, holder, ttl=ttl),
                 scratch=lambda: SQLiteDatabase(None),
-                open_target=open_git_index,
+                open_target=open_target,
                 index_factory=index or (lambda: open_index(settings)),
                 index_dir=index_dir(settings) if _places_index(settings) else None,
                 crate_files=_crate_files(settings),

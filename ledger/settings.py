@@ -205,6 +205,16 @@ def parse_targets(text: str) -> tuple[TargetSpec, ...]:
     return tuple(TargetSpec.parse(part) for part in re.split(r"[;\s]+", text) if part)
 
 
+def check_index_url(url: str) -> str:
+    """An index to read: a git remote (see :func:`check_remote_url`) or a sparse index given as
+    ``sparse+http(s)://public/url/?origin=...`` (its files are listed at the origin: the sparse
+    protocol itself has no listing)."""
+    if url.startswith("sparse+"):
+        TargetSpec.parse(f"source={url}")
+        return url
+    return check_remote_url(url)
+
+
 PushClient = Literal["auto", "git", "libgit2"]
 """Who pushes to the index remote: ``git`` (the git executable), ``libgit2``, or ``auto``."""
 

@@ -460,7 +460,7 @@ class TestAuditScan:
         """audit --scan without an index remote exits 2 saying how to name one."""
         result = cli("audit", "--scan", "--json")
         assert result.exit_code == 2
-        message = "audit --scan needs an index remote (--remote or LEDGER_REMOTE)"
+        message = "audit --scan needs an index remote (--remote, --target or LEDGER_REMOTE)"
         assert document(result)["error"]["message"] == message
         assert result.stderr == f"error: {message}\n"
 

@@ -49,7 +49,7 @@ from ledger.domain.names import crate_from_path, index_path, layout_problem
 from ledger.logs import log_step
 from ledger.progress import report
 from ledger.services.publishing import CheckedLine, Confirmation
-from ledger.settings import check_remote_url, redact
+from ledger.settings import check_index_url, redact
 
 if TYPE_CHECKING:
     from ledger.ports import IndexTarget, OpenTarget
@@ -186,7 +186,7 @@ def import_index(
     large index while this process records them; the result is the same as reading here.
     """
     started = time.monotonic()
-    check_remote_url(source)
+    check_index_url(source)
     _check_local_source(source)
     shown = redact(source)
     branch = branch or ledger.settings.branch
@@ -262,7 +262,7 @@ def adopt_files(ledger: LedgerCore, source: str, head: str, files: dict[str, byt
 
 def _check_local_source(source: str) -> None:
     """A path (or file:// URL) must be a git repository: Invalid naming what it is instead."""
-    if "://" in source and not source.startswith("file://"):
+    if ("://" in source and not source.startswith("file://")) or source.startswith("sparse+"):
         return
     folder = Path(source.removeprefix("file://"))
     if not folder.exists():

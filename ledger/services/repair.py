@@ -159,7 +159,7 @@ def repair(
         lease.acquire()
     try:
         ledger.views.catch_up()
-        head = index.fetch()
+        head = index.survey()  # the files as the target holds them (for git, its head)
         lost = find_lost_lines(ledger, index, head) if restore_lost else []
         if lost and not dry_run:
             adopt_lost_lines(ledger, lost)

@@ -515,6 +515,8 @@ def _detail(report: PushReport, readback: ReadBack | None) -> str:
     seen = f"remote head {readback.remote_head[:12] if readback.remote_head else 'none'}"
     if not readback.contains_commit:
         seen += " does not contain the commit"
-    if readback.mismatched:
+    if readback.problems:  # what the target served instead, where it can say
+        seen += f"; {len(readback.mismatched)} file(s) differ: {'; '.join(readback.problems[:5])}"
+    elif readback.mismatched:
         seen += f"; {len(readback.mismatched)} file(s) differ: {', '.join(readback.mismatched[:5])}"
     return f"{said}; {seen}"

@@ -34,14 +34,16 @@ def init(
         if registry_url is not None:
             from ledger.services.index_config import ensure_config, registry_config
 
-            if not s.settings.remote:
-                msg = "--registry-url needs an index remote (--remote or LEDGER_REMOTE)"
+            if not s.settings.index_targets():
+                msg = "--registry-url needs an index remote (--remote, --target or LEDGER_REMOTE)"
                 raise Invalid(msg, option="--registry-url")
             if not registry_url.startswith(("http://", "https://")):
                 msg = f"--registry-url must be an http(s) URL, not {registry_url!r}"
                 raise Invalid(msg, option="--registry-url")
-            written = ensure_config(ledger, registry_config(registry_url))
-            emit(f"config.json {'written' if written else 'kept as it is'} in the index", err=True)
+            for core in ledger.each_target():
+                written = ensure_config(core, registry_config(registry_url))
+                where = "the index" if len(ledger.target_names) == 1 else f"index target {core.target}"
+                emit(f"config.json {'written' if written else 'kept as it is'} in {where}", err=True)
         store = redact(s.settings.store)
         document: dict[str, Any] = {"ok": True, "store": store, "position": position, "index_clone": None}
         text = f"store {store} is ready: views at log position {position}"

@@ -56,8 +56,8 @@ def serve(
             raise Invalid(msg, option="--crate-dir")
         folder.mkdir(parents=True, exist_ok=True)
         settings = replace(settings, crate_dir=folder)
-        if worker and not settings.remote:
-            msg = "--worker needs an index remote (--remote or LEDGER_REMOTE)"
+        if worker and not settings.index_targets():
+            msg = "--worker needs an index remote (--remote, --target or LEDGER_REMOTE)"
             raise Invalid(msg, option="--remote")
         with open_ledger(settings) as ledger:  # fail fast on an unreachable store, and create the tables
             ledger.views.catch_up()

@@ -87,15 +87,21 @@ def start(
     if worker:
         try:
             with open_ledger() as ledger:
-                ensure_config(ledger, registry_config(url))
+                targets = list(ledger.target_names)
+                for core in ledger.each_target():
+                    ensure_config(core, registry_config(url))
         except BaseException:
             served.stop()
             raise
-        following = threading.Thread(
-            target=_follow, args=(open_ledger, url, served._stop), name="ledger-worker", daemon=True
-        )
-        following.start()
-        served._threads.append(following)
+        for target in targets:  # a worker per index target, each with its own ledger and lease
+            following = threading.Thread(
+                target=_follow,
+                args=(open_ledger, url, served._stop, target),
+                name=f"ledger-worker-{target}",
+                daemon=True,
+            )
+            following.start()
+            served._threads.append(following)
     log_step("serving", url=url, worker=worker, threads=threads)
     return served
 
@@ -112,11 +118,12 @@ def _serve(server: Any, stop: threading.Event) -> None:
 
 
 def _follow(
-    open_ledger: Callable[[], AbstractContextManager[Ledger]], url: str, stop: threading.Event
+    open_ledger: Callable[[], AbstractContextManager[Ledger]], url: str, stop: threading.Event, target: str
 ) -> None:
-    """The index sync worker of the server, until ``stop``."""
+    """The index sync worker of the server for one index target, until ``stop``."""
     try:
-        with open_ledger() as ledger:
+        with open_ledger() as opened:
+            ledger = opened.on(target)
             options = WorkerOptions(index_config=registry_config(url))
             SyncWorker(ledger, ledger.index(), options=options).follow(poll=WORKER_POLL_S, stop=stop)
     except Exception as exc:
