@@ -280,3 +280,35 @@ class TestOnAnS3Bucket:
                     assert ledger.repair(actor="operator").confirmed
                     assert ledger.audit_scan(grace=0).consistent
                     assert public(cdn, index_path("crate3")) == expected
+
+
+class TestImport:
+    def test_a_sparse_index_is_adopted_by_its_url_and_origin(
+        self, ledger: Ledger, front: CdnFront, origin: Path, tmp_path: Path
+    ) -> None:
+        """Another registry's sparse index, adopted by a new ledger whose target it becomes."""
+        for name in ("kaze", "tokio", "serde"):
+            ledger.publish(make_line(name, "1.0.0"), "alice")
+        ledger.yank("tokio", "1.0.0", "alice")
+        assert ledger.sync().open_left == 0
+        url = f"sparse+{front.url}?origin={origin}"
+        settings = Settings(
+            store=f"sqlite:///{tmp_path / 'adopting.db'}",
+            targets=(TargetSpec.parse(f"sparse={url}"),),
+            index_dir=tmp_path / "adopting-shadow.git",
+        )
+        with open_ledger(settings) as adopting:
+            result = adopting.import_index(url)
+            assert (result.files, result.accepted, result.refused) == (3, 3, [])
+            assert adopting.audit().consistent
+            assert adopting.audit_scan(grace=0).consistent
+            state = adopting.db.query("SELECT state FROM view_versions WHERE crate = 'tokio'")
+            assert state == [("yanked",)], "the yanked flag is adopted as the index holds it"
+            confirmed = [e for e in adopting.history("tokio") if e["event"] == "IndexPushConfirmed"]
+            assert [e["target"] for e in confirmed] == ["sparse"]
+
+    def test_a_sparse_url_without_an_origin_is_refused(self, ledger: Ledger, front: CdnFront) -> None:
+        from ledger.domain.errors import Invalid
+
+        with pytest.raises(Invalid, match="names no origin"):
+            ledger.import_index(f"sparse+{front.url}")
