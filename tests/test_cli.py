@@ -27,7 +27,7 @@ from projections.consistency import CLASSES
 
 LineFactory = Callable[..., dict[str, Any]]
 CLEAN_ENV = dict.fromkeys(
-    ("LEDGER_STORE", "LEDGER_REMOTE", "LEDGER_BRANCH", "LEDGER_ACTOR", "LEDGER_INDEX_DIR")
+    ("LEDGER_STORE", "LEDGER_REMOTE", "LEDGER_TARGETS", "LEDGER_BRANCH", "LEDGER_ACTOR", "LEDGER_INDEX_DIR")
 )
 UNREACHABLE = "postgresql://u:secret@127.0.0.1:1/x"
 
