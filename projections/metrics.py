@@ -8,6 +8,7 @@ describes the whole log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,3 +100,36 @@ def collect(ledger: Measured, *, grace: float = DEFAULT_GRACE_S) -> list[Metric]
         ),
         Metric("ledger_log_position", "The last position in the event log.", [({}, ledger.views.head())]),
     ]
+
+
+PER_TARGET = frozenset(
+    (
+        "ledger_versions_out_of_sync",
+        "ledger_oldest_pending_age_seconds",
+        "ledger_queue_depth",
+        "ledger_oldest_open_job_age_seconds",
+        "ledger_projection_lag_events",
+        "ledger_last_confirmed_push_timestamp_seconds",
+    )
+)
+"""The figures each index target's views answer for themselves; the others are the registry's."""
+
+
+def collect_targets(cores: Sequence[tuple[str, Measured]], *, grace: float = DEFAULT_GRACE_S) -> list[Metric]:
+    """Every metric of a ledger with these index targets (name, core), the first one first.
+
+    One target: :func:`collect` as it is. Several: the figures of :data:`PER_TARGET` once per
+    target with a ``target`` label (an alert on them fires for the target that is behind), the
+    others once.
+    """
+    if len(cores) == 1:
+        return collect(cores[0][1], grace=grace)
+    merged: dict[str, Metric] = {}
+    for name, core in cores:
+        for metric in collect(core, grace=grace):
+            if metric.name not in PER_TARGET:
+                merged.setdefault(metric.name, metric)
+                continue
+            found = merged.setdefault(metric.name, Metric(metric.name, metric.help, [], metric.type))
+            found.samples.extend(({**labels, "target": name}, value) for labels, value in metric.samples)
+    return list(merged.values())

@@ -143,3 +143,15 @@ class TestBadTargets:
         assert once.exit_code == 0, once.stdout
         assert doc(once)["confirmed"] == 1, "one target: the document as it always was"
         assert (tmp_path / "origin" / index_path("kaze")).is_file()
+
+
+class TestMetrics:
+    def test_each_target_has_its_own_out_of_sync_series(self, cli: Cli, front: CdnFront) -> None:
+        published(cli, "kaze")
+        front.fault("unavailable")
+        cli("worker", "--once")
+        text = cli("metrics").stdout
+        assert 'ledger_queue_depth{target="git"} 0.0' in text
+        assert 'ledger_queue_depth{target="sparse"} 1.0' in text
+        assert 'ledger_versions{state="published"} 1.0' in text
+        assert text.count('ledger_versions{state="published"}') == 1

@@ -142,7 +142,8 @@ def _store_up(value: float) -> Metric:
 
 
 def _view_families(ledger: Ledger) -> Iterator[Metric]:
-    for metric in views_metrics.collect(ledger):
+    cores = [(core.target, core) for core in ledger.each_target()]
+    for metric in views_metrics.collect_targets(cores):
         labels = sorted({key for sample, _ in metric.samples for key in sample})
         family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
         for sample, value in metric.samples:

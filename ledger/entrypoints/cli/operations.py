@@ -17,11 +17,12 @@ def metrics(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         from contextlib import nullcontext
 
         from ledger.adapters.telemetry import exposition, views_registry
-        from projections.metrics import collect
+        from projections.metrics import collect_targets
 
         ledger = s.ledger()
         if json_output or s.json_output:
-            document = {"ok": True, "metrics": [m.to_dict() for m in collect(ledger)]}
+            cores = [(core.target, core) for core in ledger.each_target()]
+            document = {"ok": True, "metrics": [m.to_dict() for m in collect_targets(cores)]}
             return Outcome(document, "")
         text = exposition(views_registry(lambda: nullcontext(ledger)))
         return Outcome({"ok": True}, text.rstrip("\n"))
