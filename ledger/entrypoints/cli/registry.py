@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger.domain.errors import Invalid
 from ledger.entrypoints.cli.shared import CrateArg, JsonFlag, Outcome, Session, emit, run
+
+if TYPE_CHECKING:
+    from ledger.entrypoints.serve.files import IndexFiles
+    from ledger.settings import Settings
 
 UserArg = Annotated[str, typer.Argument(metavar="USER", help="The registry user's name.")]
 
@@ -39,6 +43,14 @@ def serve(
         ),
     ] = None,
     threads: Annotated[int, typer.Option(help="Requests served at once.", min=1, max=256)] = 8,
+    serve_index: Annotated[
+        str | None,
+        typer.Option(
+            "--serve-index",
+            metavar="TARGET",
+            help="Also serve this sparse index target's folder, under its public URL's path.",
+        ),
+    ] = None,
 ) -> None:
     """Serve cargo's registry web API (publish, yank, unyank, download) until stopped."""
 
@@ -59,6 +71,7 @@ def serve(
         if worker and not settings.index_targets():
             msg = "--worker needs an index remote (--remote, --target or LEDGER_REMOTE)"
             raise Invalid(msg, option="--remote")
+        index_files = _index_files(settings, serve_index) if serve_index is not None else None
         with open_ledger(settings) as ledger:  # fail fast on an unreachable store, and create the tables
             ledger.views.catch_up()
         served = start(
@@ -69,10 +82,13 @@ def serve(
             worker=worker,
             threads=threads,
             public_url=public_url,
+            index_files=index_files,
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: served.stop())
         emit(f"serving the registry API on {served.url} (.crate files in {folder})", err=True)
+        if index_files is not None:
+            emit(f"serving the sparse index {index_files.folder} at {index_files.prefix}", err=True)
         emit(served.url)
         served.wait()
         return Outcome({"ok": True, "url": served.url}, "")
@@ -152,3 +168,18 @@ def owner_list(ctx: typer.Context, crate: CrateArg, json_output: JsonFlag = Fals
         )
 
     run(ctx, json_output, action)
+
+
+def _index_files(settings: Settings, name: str) -> IndexFiles:
+    """The folder of a sparse index target, to serve under its public URL's path."""
+    from urllib.parse import urlsplit
+
+    from ledger.entrypoints.serve.files import IndexFiles
+
+    spec = settings.target(name)
+    if spec.kind != "sparse" or spec.origin is None or spec.origin.startswith("s3://"):
+        msg = f"--serve-index {name}: only a sparse index target whose origin is a folder can be served"
+        raise Invalid(msg, option="--serve-index")
+    folder = Path(spec.origin.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return IndexFiles(folder, urlsplit(spec.url).path or "/")

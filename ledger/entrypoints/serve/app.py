@@ -27,6 +27,7 @@ from ledger.domain.errors import (
     NotFound,
     Unauthorized,
 )
+from ledger.entrypoints.serve.files import IndexFiles
 from ledger.logs import warn_step
 from ledger.services.ledger import Ledger
 from ledger.services.registry import Registry, warnings
@@ -82,9 +83,15 @@ class RegistryApp:
     """The WSGI application: a :class:`~ledger.services.registry.Registry` per serving thread."""
 
     def __init__(
-        self, open_ledger: Callable[[], AbstractContextManager[Ledger]], *, max_crate_bytes: int
+        self,
+        open_ledger: Callable[[], AbstractContextManager[Ledger]],
+        *,
+        max_crate_bytes: int,
+        index_files: IndexFiles | None = None,
     ) -> None:
         self._open = open_ledger
+        self.index_files = index_files
+        """A sparse index's folder, served under its public URL's path (``--serve-index``)."""
         self.max_crate_bytes = max_crate_bytes
         self._local = threading.local()
         self._opened = ExitStack()
@@ -110,6 +117,8 @@ class RegistryApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
+        if self.index_files is not None and self.index_files.holds(path):
+            return self.index_files(environ, start_response)
         for route_method, pattern, name in ROUTES:
             found = pattern.fullmatch(path)
             if found is None:

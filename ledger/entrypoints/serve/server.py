@@ -20,6 +20,7 @@ from typing import Any
 from waitress.server import create_server
 
 from ledger.entrypoints.serve.app import FRAMING_BYTES, METADATA_BYTES, RegistryApp
+from ledger.entrypoints.serve.files import IndexFiles
 from ledger.logs import log_step, warn_step
 from ledger.services.index_config import ensure_config, registry_config
 from ledger.services.ledger import Ledger
@@ -64,9 +65,10 @@ def start(
     worker: bool = False,
     threads: int = 8,
     public_url: str | None = None,
+    index_files: IndexFiles | None = None,
 ) -> Served:
     """Start serving (port 0: any free port) in background threads; returns once listening."""
-    app = RegistryApp(open_ledger, max_crate_bytes=max_crate_bytes)
+    app = RegistryApp(open_ledger, max_crate_bytes=max_crate_bytes, index_files=index_files)
     server = create_server(
         app,
         host=host,
