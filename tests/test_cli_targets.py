@@ -155,3 +155,17 @@ class TestMetrics:
         assert 'ledger_queue_depth{target="sparse"} 1.0' in text
         assert 'ledger_versions{state="published"} 1.0' in text
         assert text.count('ledger_versions{state="published"}') == 1
+
+
+class TestRebuild:
+    def test_rebuild_rebuilds_every_targets_views(self, cli: Cli, front: CdnFront) -> None:
+        published(cli, "kaze")
+        front.fault("unavailable")
+        cli("worker", "--once")
+        before = doc(cli("audit", "--grace", "0s", "--json"))["targets"]
+        rebuilt = cli("rebuild")
+        assert rebuilt.exit_code == 0
+        assert "(git, sparse)" in rebuilt.stdout
+        after = doc(cli("audit", "--grace", "0s", "--json"))["targets"]
+        assert {n: r["counts"] for n, r in after.items()} == {n: r["counts"] for n, r in before.items()}
+        assert after["sparse"]["counts"]["stuck"] == 1

@@ -85,13 +85,18 @@ def _repair_text(result: Any) -> str:
     return "\n".join(lines)
 
 
-def rebuild(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Drop every view and rebuild it from the events."""
+def rebuild(ctx: typer.Context, on: OnTarget = None, json_output: JsonFlag = False) -> None:
+    """Drop every view and rebuild it from the events (each index target's views)."""
 
     def action(s: Session) -> Outcome:
-        position = s.ledger().rebuild()
-        return Outcome(
-            {"ok": True, "position": position}, f"rebuilt every view up to log position {position}"
-        )
+        ledger = s.ledger()
+        positions = {
+            core.target: core.rebuild() for core in ([ledger.on(on)] if on else ledger.each_target())
+        }
+        position = min(positions.values())
+        text = f"rebuilt every view up to log position {position}"
+        if on is not None or len(positions) > 1:
+            text += f" ({', '.join(positions)})"
+        return Outcome({"ok": True, "position": position}, text)
 
     run(ctx, json_output, action)
