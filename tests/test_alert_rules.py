@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 INCIDENT = ROOT / "deploy" / "prometheus" / "tests" / "incident_2020_02_20.yml"
+SPARSE_STUCK = ROOT / "deploy" / "prometheus" / "tests" / "sparse_target_stuck.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
@@ -44,6 +45,12 @@ def test_the_rules_are_valid(promtool: str) -> None:
 
 def test_the_incident_pages_within_the_grace_period_and_resolves_after_the_repair(promtool: str) -> None:
     tested = run(promtool, "test", "rules", INCIDENT.name, cwd=INCIDENT.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_a_stuck_sparse_target_pages_naming_it_and_not_the_git_one(promtool: str) -> None:
+    tested = run(promtool, "test", "rules", SPARSE_STUCK.name, cwd=SPARSE_STUCK.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
 
