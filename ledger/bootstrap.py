@@ -85,16 +85,9 @@ def open_target(path: Path, remote_url: str, **options: Any) -> IndexTarget:
     (read through its origin's listing; a sparse index has no branch), else a git remote."""
     if not remote_url.startswith("sparse+"):
         return open_git_index(path, remote_url, **options)
-    from ledger.adapters.sparse.index import SparseIndex
-
-    spec = TargetSpec.parse(f"source={remote_url}")
-    assert spec.origin is not None
-    return SparseIndex.open(
+    return open_sparse_index(
         path,
-        spec.url,
-        spec.origin,
-        invalidate_url=spec.invalidate_url,
-        endpoint_url=spec.endpoint_url,
+        TargetSpec.parse(f"source={remote_url}"),
         connect_timeout_ms=options.get("connect_timeout_ms", 5000),
         timeout_ms=options.get("timeout_ms", 15000),
     )
@@ -146,7 +139,12 @@ def open_index(settings: Settings, name: str | None = None) -> IndexTarget:
     spec = settings.target(name)
     first = spec.name == settings.target_names[0]
     if spec.kind == "sparse":
-        return open_sparse_index(target_dir(settings, spec.name, ".sparse.git"), spec, settings)
+        return open_sparse_index(
+            target_dir(settings, spec.name, ".sparse.git"),
+            spec,
+            connect_timeout_ms=settings.connect_timeout_ms,
+            timeout_ms=settings.timeout_ms,
+        )
     check_remote_url(spec.url)
     return open_git_index(
         index_dir(settings) if first else target_dir(settings, spec.name, ".index.git"),
@@ -158,7 +156,9 @@ def open_index(settings: Settings, name: str | None = None) -> IndexTarget:
     )
 
 
-def open_sparse_index(path: Path, spec: TargetSpec, settings: Settings) -> IndexTarget:
+def open_sparse_index(
+    path: Path, spec: TargetSpec, *, connect_timeout_ms: int, timeout_ms: int
+) -> IndexTarget:
     """A sparse index target: files at ``spec.origin``, read back at ``spec.url``."""
     from ledger.adapters.sparse.index import SparseIndex
 
@@ -169,8 +169,8 @@ def open_sparse_index(path: Path, spec: TargetSpec, settings: Settings) -> Index
         spec.origin,
         invalidate_url=spec.invalidate_url,
         endpoint_url=spec.endpoint_url,
-        connect_timeout_ms=settings.connect_timeout_ms,
-        timeout_ms=settings.timeout_ms,
+        connect_timeout_ms=connect_timeout_ms,
+        timeout_ms=timeout_ms,
     )
 
 

@@ -15,6 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ledger.adapters.folders import sync_folder
 from ledger.domain.errors import InfrastructureError, Invalid
 
 _CKSUM = re.compile(r"[0-9a-f]{64}")
@@ -52,7 +53,7 @@ class FolderCrateFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
                 raise
-            _sync_folder(target.parent)
+            sync_folder(target.parent)
         except OSError as exc:
             msg = f"cannot store the .crate file under {self.root}: {exc}"
             raise InfrastructureError(msg, path=str(self.root)) from exc
@@ -68,13 +69,3 @@ class FolderCrateFiles:
 
     def has(self, cksum: str) -> bool:
         return self.path(cksum).is_file()
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

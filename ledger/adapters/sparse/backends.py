@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ledger.adapters.folders import sync_folder
 from ledger.domain.errors import RemoteUnavailable
 
 MARKER_KEY = ".ledger/head"
@@ -149,7 +150,7 @@ class FolderBackend(Backend):
         target = self._path(MARKER_KEY)
         try:
             self._write(target, data, sync=True)
-            _sync_folder(target.parent)
+            sync_folder(target.parent)
         except OSError as exc:
             raise self._unavailable("write the head marker to", exc) from exc
 
@@ -182,13 +183,3 @@ class FolderBackend(Backend):
 
 def _signature(stat: os.stat_result) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
