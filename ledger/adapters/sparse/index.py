@@ -39,6 +39,8 @@ from ledger.ports import PushReport, ReadBack
 
 __all__ = ["SparseIndex"]
 
+INVALIDATION_PATHS = 1000
+"""The most paths one invalidation names; a larger change invalidates the whole index."""
 METHOD = "sparse-http-get"
 
 
@@ -187,9 +189,7 @@ class SparseIndex(OriginReader):
         self._after_push(base, commit, signatures, deleted)
         message = f"uploaded {len(signatures)} file(s), deleted {len(deleted)}"
         if self._invalidate_url is not None and paths:
-            failure = self._public.post_json(
-                self._invalidate_url, {"paths": [self._public.path_of(path) for path in paths]}
-            )
+            failure = self._invalidate(paths)
             if failure is None:
                 message += f"; invalidation of {len(paths)} path(s) requested"
             else:
@@ -223,9 +223,7 @@ class SparseIndex(OriginReader):
         if problems and self._invalidate_url is not None and local is not None and contains:
             # The origin holds the change and the edge does not serve it: ask again, so that an
             # invalidation lost or ignored is retried with the job, not only when a file changes.
-            failure = self._public.post_json(
-                self._invalidate_url, {"paths": [self._public.path_of(path) for path in problems]}
-            )
+            failure = self._invalidate(list(problems))
             log_step("invalidation_retried", paths=len(problems), failure=failure)
         return ReadBack(
             remote_head=local if local is not None else marker,
@@ -236,6 +234,20 @@ class SparseIndex(OriginReader):
         )
 
     # -- inside -----------------------------------------------------------------------------------
+
+    def _invalidate(self, paths: list[str]) -> str | None:
+        """Tell the CDN these files changed; None when it said yes, else what went wrong.
+
+        Up to ``INVALIDATION_PATHS`` paths are named one by one; more (a whole index written at
+        once) as one wildcard over the index (``/index/*``), as CDNs limit the paths of one
+        invalidation (CloudFront: 3,000) and count a wildcard as one.
+        """
+        assert self._invalidate_url is not None
+        if len(paths) > INVALIDATION_PATHS:
+            named = [self._public.path_of("") + "*"]
+        else:
+            named = [self._public.path_of(path) for path in paths]
+        return self._public.post_json(self._invalidate_url, {"paths": named})
 
     def _uploads(self, commit: str, paths: list[str], deleted: list[str]) -> Iterator[tuple[str, bytes]]:
         """``(path, content)`` of each path that ``commit`` holds; the others go to ``deleted``."""

@@ -99,17 +99,14 @@ class OriginReader(CommitWriter):
     def _after_push(self, base: str | None, commit: str, written: dict[str, str], deleted: list[str]) -> None:
         """Carry the survey's listing over the push, when it described the pushed-over head, so
         the next survey does not read again the files just written."""
-        previous = self._state.survey()
+        previous = self._state.survey_commit()
         if base is None:
-            files: dict[str, str] = {}
-        elif previous.commit is not None and self._same_tree(previous.commit, base):
-            files = previous.files
-        else:
-            return
-        files.update(written)
-        for path in deleted:
-            files.pop(path, None)
-        self._state.save_survey(Survey(commit, files))
+            files = dict(written)
+            for path in deleted:
+                files.pop(path, None)
+            self._state.save_survey(Survey(commit, files))
+        elif previous is not None and self._same_tree(previous, base):
+            self._state.carry(commit, written, deleted)
 
     def _same_tree(self, one: str, other: str) -> bool:
         return self.has_commit(one) and self._commit(one).tree.id == self._commit(other).tree.id
