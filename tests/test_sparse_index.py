@@ -235,6 +235,20 @@ class TestPushAndReadBack:
         assert origin_files(served.root) == {**FILES, "se/rd/serde": SERDE_2}
         assert index.read_back(second, {"se/rd/serde": SERDE_2}).confirmed
 
+    def test_a_large_push_reads_the_commit_in_one_walk_with_the_same_result(
+        self, index: SparseIndex, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from ledger.adapters.sparse import index as sparse
+
+        monkeypatch.setattr(sparse, "BULK_UPLOAD_PATHS", 1)
+        first = published(index)
+        second = index.commit(first, {"se/rd/serde": SERDE_2, "1/a": None}, "second")
+        assert second is not None
+        report = index.push(second)
+        assert report.message is not None
+        assert report.message.startswith("uploaded 1 file(s), deleted 1")
+        assert origin_files(served.root) == dict(index.files_unordered(second))
+
     def test_a_deleted_file_must_404(self, index: SparseIndex, served: Served) -> None:
         """A deletion removes the file (and its emptied folders); absent is confirmed, present is not."""
         first = published(index)

@@ -39,6 +39,8 @@ from ledger.ports import PushReport, ReadBack
 
 __all__ = ["SparseIndex"]
 
+BULK_UPLOAD_PATHS = 1000
+"""Past this many changed paths, a push reads the commit's files in one walk."""
 INVALIDATION_PATHS = 1000
 """The most paths one invalidation names; a larger change invalidates the whole index."""
 METHOD = "sparse-http-get"
@@ -250,13 +252,26 @@ class SparseIndex(OriginReader):
         return self._public.post_json(self._invalidate_url, {"paths": named})
 
     def _uploads(self, commit: str, paths: list[str], deleted: list[str]) -> Iterator[tuple[str, bytes]]:
-        """``(path, content)`` of each path that ``commit`` holds; the others go to ``deleted``."""
-        for path in paths:
-            data = self.read_blob(commit, path)
-            if data is None:
-                deleted.append(path)
-            else:
+        """``(path, content)`` of each path that ``commit`` holds; the others go to ``deleted``.
+
+        Many paths (a whole index written at once) are read in one walk of the commit, in the
+        order its packs read fastest, instead of looking each path up in the tree: 139k
+        lookups took 37 s of a 61 s upload.
+        """
+        if len(paths) <= BULK_UPLOAD_PATHS:
+            for path in paths:
+                data = self.read_blob(commit, path)
+                if data is None:
+                    deleted.append(path)
+                else:
+                    yield path, data
+            return
+        wanted = set(paths)
+        for path, data in self.files_unordered(commit):
+            if path in wanted:
+                wanted.discard(path)
                 yield path, data
+        deleted.extend(sorted(wanted))
 
 
 def _non_fast_forward(head: str, commit: str) -> PushReport:
