@@ -180,6 +180,18 @@ class TestEveryCdnFaultLeavesTheJobOpen:
         assert failed["reason"] == "unreachable"
 
 
+class TestAnEdgeThatHangs:
+    def test_a_read_back_that_times_out_records_timeout(self, ledger: Ledger, front: CdnFront) -> None:
+        ledger.publish(make_line("kaze", "0.1.6"), "alice")
+        front.fault("hang", paths=[index_path("kaze")], seconds=5)
+        result = ledger.sync()
+        assert (result.confirmed, result.open_left) == (0, 1)
+        (failed,) = failures(ledger, "kaze")
+        assert failed["reason"] == "timeout", failed
+        front.heal()
+        assert ledger.sync().confirmed == 1
+
+
 class TestScanAndRepair:
     def test_a_file_removed_from_the_origin_is_lost_then_restored(
         self, ledger: Ledger, front: CdnFront, origin: Path
