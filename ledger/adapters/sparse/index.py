@@ -19,6 +19,7 @@ Failures to reach the origin or the public URL become
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,6 +40,9 @@ from ledger.ports import PushReport, ReadBack
 
 __all__ = ["SparseIndex"]
 
+READ_BACK_SHARED_FROM = 64
+"""From this many files, a read-back reads on several connections at once."""
+READ_BACK_CONNECTIONS = 8
 BULK_UPLOAD_PATHS = 1000
 """Past this many changed paths, a push reads the commit's files in one walk."""
 INVALIDATION_PATHS = 1000
@@ -216,12 +220,7 @@ class SparseIndex(OriginReader):
             config = self.read_blob(commit, "config.json")
             if config is not None:
                 wanted["config.json"] = config
-        problems: dict[str, str] = {}
-        with self._public.session() as session:
-            for path in sorted(wanted):
-                found = judging.problem(path, session.get(path), wanted[path])
-                if found is not None:
-                    problems[path] = found
+        problems = self._read_through_public_url(wanted)
         if problems and self._invalidate_url is not None and local is not None and contains:
             # The origin holds the change and the edge does not serve it: ask again, so that an
             # invalidation lost or ignored is retried with the job, not only when a file changes.
@@ -236,6 +235,34 @@ class SparseIndex(OriginReader):
         )
 
     # -- inside -----------------------------------------------------------------------------------
+
+    def _read_through_public_url(self, wanted: Mapping[str, bytes | None]) -> dict[str, str]:
+        """What is wrong with each path the public URL does not serve as wanted, by path.
+
+        A few files are read on one connection; many (a pass that confirmed thousands of jobs)
+        on ``READ_BACK_CONNECTIONS`` new connections at once, each reading its share in order,
+        as a CDN serves many clients: one GET after the other read 1,600 files a second.
+        """
+        paths = sorted(wanted)
+        count = 1 if len(paths) < READ_BACK_SHARED_FROM else READ_BACK_CONNECTIONS
+        shares = [paths[n::count] for n in range(count)]
+
+        def read(share: list[str]) -> dict[str, str]:
+            found: dict[str, str] = {}
+            with self._public.session() as session:
+                for path in share:
+                    problem = judging.problem(path, session.get(path), wanted[path])
+                    if problem is not None:
+                        found[path] = problem
+            return found
+
+        if count == 1:
+            return read(paths)
+        problems: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="sparse-read-back") as pool:
+            for found in pool.map(read, shares):
+                problems.update(found)
+        return dict(sorted(problems.items()))
 
     def _invalidate(self, paths: list[str]) -> str | None:
         """Tell the CDN these files changed; None when it said yes, else what went wrong.
