@@ -442,6 +442,20 @@ class TestReadBackProblems:
         assert readback.mismatched == ("se/rd/serde",)
         assert readback.problems == ("se/rd/serde: HTTP 503",)
 
+    def test_a_read_back_shared_over_connections_finds_the_same(
+        self, index: SparseIndex, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Many files are read on several connections at once, with the same verdicts."""
+        from ledger.adapters.sparse import index as sparse
+
+        monkeypatch.setattr(sparse, "READ_BACK_SHARED_FROM", 1)
+        commit = published(index)
+        assert index.read_back(commit, FILES).confirmed
+        served.faults["se/rd/serde"] = ("status", 503)
+        readback = index.read_back(commit, FILES)
+        assert readback.mismatched == ("se/rd/serde",)
+        assert readback.problems == ("se/rd/serde: HTTP 503",)
+
     def test_truncated_body(self, index: SparseIndex, served: Served) -> None:
         """A body cut short of its Content-Length is reported as truncated, and the next file still reads."""
         commit = published(index)
