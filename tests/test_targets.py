@@ -9,8 +9,10 @@ test_sparse_worker.py.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from ledger.adapters.memory import Fault, MemoryIndex, MemoryRemote
 from ledger.bootstrap import open_ledger
 from ledger.domain.errors import Invalid
 from ledger.domain.names import index_path
+from ledger.ports import PushReport
 from ledger.services.core import AsOf
 from ledger.services.ledger import Ledger
 from ledger.settings import Settings, TargetSpec, parse_targets
@@ -124,6 +127,56 @@ class TestOneJobSeveralTargets:
         assert past.counts["stuck"] == 1
         assert ledger.audit(grace=0, at=AsOf(position=before_sparse)).consistent
         assert ledger.on("sparse").audit(grace=0).consistent
+
+
+class _MeetingIndex(MemoryIndex):
+    """A memory target whose push waits for the other target's: both workers hold the job as
+    it was before either saved."""
+
+    def __init__(self, barrier: threading.Barrier, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.barrier = barrier
+
+    def push(self, commit: str) -> PushReport:
+        self.barrier.wait(timeout=10)
+        return super().push(commit)
+
+
+class TestWorkersSideBySide:
+    def test_two_targets_confirming_at_once_complete_the_job_once(
+        self, tmp_path: Path, store_url: str, remotes: dict[str, MemoryRemote]
+    ) -> None:
+        """A worker per target, each in its own thread with its own ledger, both holding the
+        job as it was: the one saving second records its events again on top of the other's,
+        and the job completes exactly once."""
+        for name in remotes:
+            (tmp_path / name).mkdir()
+        barrier = threading.Barrier(2)
+        targets = {
+            name: (lambda name=name: _MeetingIndex(barrier, remotes[name], tmp_path / name, url=GIT))
+            for name in remotes
+        }
+        settings = _settings(store_url)
+        with open_ledger(settings, index=targets["git"], targets={"sparse": targets["sparse"]}) as ledger:
+            receipt = ledger.publish(make_line("kaze", "0.1.6"), "alice")
+        results: dict[str, int] = {}
+
+        def work(name: str) -> None:
+            with open_ledger(settings, index=targets["git"], targets={"sparse": targets["sparse"]}) as own:
+                results[name] = own.on(name).sync().confirmed
+
+        threads = [threading.Thread(target=work, args=(name,)) for name in remotes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == {"git": 1, "sparse": 1}
+        with open_ledger(settings, index=targets["git"], targets={"sparse": targets["sparse"]}) as ledger:
+            assert not ledger.app.get_job(receipt.job).open
+            events = [e["event"] for e in ledger.history("kaze")]
+            assert events.count("IndexPushConfirmed") == 2
+            assert events.count("IndexSyncCompleted") == 1
+            assert all(core.audit().consistent for core in ledger.each_target())
 
 
 class TestEachTargetOnItsOwn:

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
+
 from ledger.domain.aggregates import SyncJob
 from ledger.domain.crate_files import crate_file
-from ledger.domain.errors import InfrastructureError, RemoteUnavailable, classify_error
+from ledger.domain.errors import InfrastructureError, RemoteUnavailable, StoreUnavailable, classify_error
 from ledger.domain.names import index_path
 from ledger.logs import log_step, warn_step
 from ledger.ports import Database, IndexTarget, Observer, PushReport, ReadBack, Sleep, Unobserved, Wakeup
@@ -271,7 +273,43 @@ class SyncWorker:
             result.abandoned += closed
             result.failed += len(active) - closed
         result.held += len(aggregates) - len(active)
-        self.ledger.app.save_jobs(list(aggregates.values()))
+        self._save(aggregates)
+
+    def _save(self, jobs: dict[UUID, SyncJob]) -> None:
+        """Save what this pass recorded on its jobs.
+
+        A job for several targets is written by a worker per target. When another one saved an
+        event of the same job first (the store refuses the second event of one version), the
+        jobs are read again, this pass's events recorded again on top of what the other worker
+        recorded, and whether every target has now confirmed a job is decided on that: a job
+        whose last target confirmed it is completed by whichever worker sees it last.
+        """
+        pending = {job_id: list(job.pending_events) for job_id, job in jobs.items()}
+        for attempt in range(SAVE_RETRIES):
+            try:
+                self.ledger.app.save_jobs(list(jobs.values()))
+                return
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, IntegrityError) or attempt == SAVE_RETRIES - 1:
+                    raise
+            jobs = self.ledger.jobs(list(pending))
+            primary = self.ledger.target_names[0]
+            for job_id, job in jobs.items():
+                confirmed: str | None = None
+                for event in pending[job_id]:
+                    if isinstance(event, SyncJob.IndexSyncCompleted):
+                        continue  # decided again below, on the job as it now stands
+                    fields = {k: v for k, v in vars(event).items() if k not in _EVENT_ENVELOPE}
+                    job.trigger_event(type(event), **fields)
+                    if isinstance(event, SyncJob.IndexPushConfirmed):
+                        confirmed = event.commit
+                if (
+                    confirmed is not None
+                    and job.open
+                    and all(job.confirmed_for(t, primary) for t in job.scope(primary))
+                ):
+                    job.completed(commit=confirmed)
+            warn_step("jobs_saved_again", worker=self.name, target=self.target, jobs=len(jobs))
 
     def _expected(self, chunk: _Chunk, head: str | None) -> dict[str, bytes | None]:
         paths = chunk.paths()
@@ -490,6 +528,11 @@ class SyncWorker:
                 )
         warn_step("push_failed", worker=self.name, reason=reason, detail=detail, jobs=len(jobs))
         self.metrics.failed(reason)
+
+
+SAVE_RETRIES = 5
+_EVENT_ENVELOPE = frozenset(("originator_id", "originator_version", "timestamp"))
+"""What the store sets on every event: not part of what a worker records."""
 
 
 def _unreadable(exc: RemoteUnavailable) -> str:
