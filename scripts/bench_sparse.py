@@ -27,7 +27,9 @@ front as the public URL, and the ledger syncing the trace to a git remote and a 
             refused, the index holding none), then each target is synced by a process of its
             own, both started at once (as ``ledger worker --on git`` and ``--on sparse`` run),
             passes of ``--max-batch`` jobs a commit until it has no job open. Timed from their
-            start to the last one's end (goal >= 1,000 confirmed versions/s through both). Then both audits, and every file of the
+            start to the last one's end (goal >= 1,000 confirmed versions/s through both). The
+            folder is read back through nginx when it is installed (a static web server in front
+            of the folder), else through the CDN front. Then both audits, and every file of the
             sparse origin compared with the git remote's file of the same path.
 
 Each phase runs in a process of its own and reports its own peak memory (goal < 1 GiB each);
@@ -46,6 +48,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -302,6 +305,46 @@ class Cdn:
     def stop(self) -> None:
         stop_process(self.process)
         self.log.close()
+
+
+class Nginx:
+    """nginx serving the origin folder under ``/index/`` (a static web server in front of the
+    folder, as an edge that holds the files itself serves them; no invalidation to send)."""
+
+    def __init__(self, origin: Path, folder: Path) -> None:
+        from ledger.testing.s3 import free_port
+
+        port = free_port()
+        conf = folder / "nginx.conf"
+        conf.write_text(
+            "daemon off; master_process off; worker_processes 1;\n"
+            f"error_log {folder / 'nginx-error.log'}; pid {folder / 'nginx.pid'};\n"
+            "events { worker_connections 512; }\n"
+            "http { access_log off; sendfile on; keepalive_requests 1000000; default_type text/plain;\n"
+            f"  client_body_temp_path {folder}; proxy_temp_path {folder}; fastcgi_temp_path {folder};\n"
+            f"  uwsgi_temp_path {folder}; scgi_temp_path {folder};\n"
+            f"  server {{ listen 127.0.0.1:{port}; location /index/ {{ alias {origin}/; }} }} }}\n"
+        )
+        self.process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(folder)])
+        self.url = f"http://127.0.0.1:{port}/index/"
+        self.invalidate_url: str | None = None
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise SystemExit("nginx did not start") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        stop_process(self.process)
 
 
 class Moto:
@@ -671,7 +714,9 @@ def phase_both(folder: Path, limit: int | None, max_batch: int) -> dict[str, Any
     origin = folder / "origin"
     origin.mkdir()
     git = GitRemote(folder / "srv")
-    cdn = Cdn(str(origin), folder / "cdn.log")
+    cdn: Cdn | Nginx = (
+        Nginx(origin, folder) if shutil.which("nginx") else Cdn(str(origin), folder / "cdn.log")
+    )
     try:
         settings = both_settings(folder, git.url, cdn.url, cdn.invalidate_url)
         stats = ReadStats()
@@ -703,11 +748,12 @@ def phase_both(folder: Path, limit: int | None, max_batch: int) -> dict[str, Any
     }
 
 
-def both_settings(folder: Path, git_url: str, cdn_url: str, invalidate: str) -> Any:
+def both_settings(folder: Path, git_url: str, cdn_url: str, invalidate: str | None) -> Any:
     from ledger.settings import Settings, TargetSpec
 
     origin = folder / "origin"
-    spec = TargetSpec.parse(f"sparse=sparse+{cdn_url}?origin={origin}&invalidate={invalidate}")
+    extra = f"&invalidate={invalidate}" if invalidate else ""
+    spec = TargetSpec.parse(f"sparse=sparse+{cdn_url}?origin={origin}{extra}")
     return Settings(
         store=f"sqlite:///{folder / 'ledger.db'}",
         remote=git_url,
@@ -718,13 +764,14 @@ def both_settings(folder: Path, git_url: str, cdn_url: str, invalidate: str) -> 
 
 
 def sync_side_by_side(
-    folder: Path, git_url: str, cdn_url: str, invalidate: str, max_batch: int
+    folder: Path, git_url: str, cdn_url: str, invalidate: str | None, max_batch: int
 ) -> dict[str, Any]:
     """Each target synced by a process of its own (``ledger worker --on NAME`` each, as a
     deployment runs them: one interpreter per target), both started at once; the wall time runs
     from their start to the last one's end."""
     base = [sys.executable, __file__, "--child", "sync-target", "--dir", str(folder), "--git-url", git_url]
-    base += ["--url", cdn_url, "--invalidate", invalidate, "--max-batch", str(max_batch)]
+    base += ["--url", cdn_url, "--max-batch", str(max_batch)]
+    base += ["--invalidate", invalidate] if invalidate else []
     started = time.perf_counter()
     running = {
         name: subprocess.Popen([*base, "--target", name], stdout=subprocess.PIPE, text=True)
@@ -732,10 +779,10 @@ def sync_side_by_side(
     }
     results: dict[str, Any] = {}
     for name, process in running.items():
-        out, _ = process.communicate()
+        printed, _ = process.communicate()
         if process.returncode != 0:
             raise SystemExit(f"syncing {name} failed with exit code {process.returncode}")
-        results[name] = json.loads([ln for ln in out.splitlines() if ln.strip()][-1])
+        results[name] = json.loads([ln for ln in printed.splitlines() if ln.strip()][-1])
     wall = time.perf_counter() - started
     out: dict[str, Any] = {"sync_s": wall, "max_batch": max_batch, "side_by_side": True, "targets": {}}
     for name, found in results.items():
@@ -748,7 +795,7 @@ def sync_side_by_side(
 
 
 def sync_target(
-    folder: Path, git_url: str, cdn_url: str, invalidate: str, max_batch: int, name: str
+    folder: Path, git_url: str, cdn_url: str, invalidate: str | None, max_batch: int, name: str
 ) -> dict[str, Any]:
     """One target's passes, in this process, until it has no job open."""
     from ledger.bootstrap import open_ledger
