@@ -743,6 +743,7 @@ def phase_both(folder: Path, limit: int | None, max_batch: int) -> dict[str, Any
         **synced,
         "verify": checked,
         "cdn_cpu_s": cdn_cpu,
+        "front": "nginx" if isinstance(cdn, Nginx) else "the CDN front",
         "cdn_peak_rss_mib": cdn_peak,
         "peak_rss_mib": peak_rss_mib(),
     }
@@ -1246,7 +1247,7 @@ def both_rows(r: dict[str, Any]) -> list[list[str]]:
             up, down = t["files_uploaded"], t["files_read_back"]
             rows.append(
                 [
-                    "sparse: files uploaded / read back through the CDN front",
+                    f"sparse: files uploaded / read back through {r.get('front', 'the CDN front')}",
                     f"{up:,} in {spent.get('files written (within push)', 0):.1f} s / {down:,} in "
                     f"{spent.get('read_back', 0):.1f} s "
                     f"({down / spent['read_back'] if spent.get('read_back') else 0:,.0f} files/s, "
@@ -1260,7 +1261,7 @@ def both_rows(r: dict[str, Any]) -> list[list[str]]:
         [
             "bound",
             f"each target synced by a process of its own, both at once on the 2 CPUs (with the git "
-            f"server and the CDN front beside them): the slower one, {busiest} "
+            f"server and {r.get("front", "the CDN front")} beside them): the slower one, {busiest} "
             f"({r['targets'][busiest]['process_wall_s']:.1f} s in its process), sets the time",
         ]
     )
@@ -1279,7 +1280,7 @@ def both_rows(r: dict[str, Any]) -> list[list[str]]:
             f"{v['only_in_git']} only in git, {v['only_in_sparse']} only in the folder",
         ],
         [
-            "peak memory (this process / CDN front); CDN CPU",
+            f"peak memory (this process / {r.get('front', 'the CDN front')}); its CPU",
             f"{r['peak_rss_mib']:,.0f} / {r['cdn_peak_rss_mib']:,.0f} MiB; {r['cdn_cpu_s']:.1f} s",
         ],
         ["load average (1 min)", _load(r)],
@@ -1432,8 +1433,9 @@ def report(results: dict[str, Any]) -> str:
         out += [
             "",
             f"Both targets through the ledger (SQLite store; the index starts EMPTY, the baseline is not "
-            f'imported): {scope} recorded, then passes of `ledger.sync` and `ledger.on("sparse").sync` in '
-            f"turn (max_batch={r['max_batch']:,}) until neither has a job open:",
+            f"imported): {scope} recorded, then each target synced by a process of its own, both at "
+            f"once (max_batch={r['max_batch']:,}), until neither has a job open; the folder read back "
+            f"through {r.get('front', 'the CDN front')}:",
             "",
             markdown_table(["figure", "value"], both_rows(r)),
         ]
