@@ -1261,7 +1261,7 @@ def both_rows(r: dict[str, Any]) -> list[list[str]]:
         [
             "bound",
             f"each target synced by a process of its own, both at once on the 2 CPUs (with the git "
-            f"server and {r.get("front", "the CDN front")} beside them): the slower one, {busiest} "
+            f"server and {r.get('front', 'the CDN front')} beside them): the slower one, {busiest} "
             f"({r['targets'][busiest]['process_wall_s']:.1f} s in its process), sets the time",
         ]
     )
