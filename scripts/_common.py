@@ -200,3 +200,34 @@ class GitRemote:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+def run_phase(script: str, args: Sequence[str], label: str, *, load_every_s: float = 10.0) -> dict[str, Any]:
+    """Run ``script args`` in a fresh process (its stderr passes through) and return the JSON
+    document it printed last, with the 1-minute load average sampled while it ran
+    (``load_avg_1min``) and its wall time (``phase_wall_s``)."""
+    import threading
+
+    print(f"{label} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    loads: list[float] = []
+    finished = threading.Event()
+
+    def sample_load() -> None:
+        while not finished.wait(load_every_s):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
+    try:
+        done = subprocess.run([sys.executable, script, *args], stdout=subprocess.PIPE, text=True, check=False)
+    finally:
+        finished.set()
+        sampler.join()
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed with exit code {done.returncode}")
+    result: dict[str, Any] = json.loads([ln for ln in done.stdout.splitlines() if ln.strip()][-1])
+    result["phase_wall_s"] = time.perf_counter() - start
+    if loads:
+        result["load_avg_1min"] = {"mean": statistics.fmean(loads), "max": max(loads), "samples": len(loads)}
+    return result

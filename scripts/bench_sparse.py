@@ -70,6 +70,7 @@ from _common import (
     peak_rss_mib,
     percentile,
     process_cpu_s,
+    run_phase,
     workdir,
 )
 
@@ -924,30 +925,7 @@ def verify_both(ledger: Ledger, bare: Path, origin: Path) -> dict[str, Any]:
 
 def child(args: list[str], label: str) -> dict[str, Any]:
     """Run one phase in a fresh process (its stderr passes through); its JSON result."""
-    print(f"{label} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    loads: list[float] = []
-    finished = threading.Event()
-
-    def sample_load() -> None:
-        while not finished.wait(10.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    try:
-        done = subprocess.run(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=False
-        )
-    finally:
-        finished.set()
-        sampler.join()
-    if done.returncode != 0:
-        raise SystemExit(f"{label} failed with exit code {done.returncode}")
-    result: dict[str, Any] = json.loads([ln for ln in done.stdout.splitlines() if ln.strip()][-1])
-    result["phase_wall_s"] = time.perf_counter() - start
-    if loads:
-        result["load_avg_1min"] = {"mean": statistics.fmean(loads), "max": max(loads)}
+    result = run_phase(__file__, args, label)
     shown = {k: v for k, v in result.items() if k not in ("passes", "targets")}
     print(f"{label}: {result['phase_wall_s']:,.1f} s {json.dumps(shown)[:2000]}", file=sys.stderr, flush=True)
     return result

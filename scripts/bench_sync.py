@@ -40,7 +40,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -60,6 +59,7 @@ from _common import (
     markdown_table,
     peak_rss_mib,
     percentile,
+    run_phase,
     workdir,
 )
 
@@ -698,31 +698,9 @@ def new_store(kind: str, folder: Path) -> Store:
 
 def child(args: list[str], label: str) -> dict[str, Any]:
     """Run one phase in a fresh process (its stderr passes through); its JSON result."""
-    print(f"{label} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    loads: list[float] = []
-    done_event = threading.Event()
-
-    def sample_load() -> None:
-        while not done_event.wait(LOAD_SAMPLE_S):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    try:
-        done = subprocess.run(
-            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=False
-        )
-    finally:
-        done_event.set()
-        sampler.join()
-    if done.returncode != 0:
-        raise SystemExit(f"{label} failed with exit code {done.returncode}")
-    result: dict[str, Any] = json.loads([ln for ln in done.stdout.splitlines() if ln.strip()][-1])
-    if loads:
-        result["load_avg_1min"] = {"mean": statistics.fmean(loads), "max": max(loads), "samples": len(loads)}
+    result = run_phase(__file__, args, label, load_every_s=LOAD_SAMPLE_S)
     shown = {k: v for k, v in result.items() if k != "pass_series_ms"}
-    print(f"{label}: {time.perf_counter() - start:,.1f} s {json.dumps(shown)}", file=sys.stderr, flush=True)
+    print(f"{label}: {result['phase_wall_s']:,.1f} s {json.dumps(shown)}", file=sys.stderr, flush=True)
     return result
 
 
