@@ -8,17 +8,16 @@ between leaves an unreferenced file, never an index line without its file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from ledger.adapters.folders import sync_folder
+from ledger.adapters.folders import replace_file
 from ledger.domain.errors import InfrastructureError, Invalid
 
 _CKSUM = re.compile(r"[0-9a-f]{64}")
+FILE_MODE = 0o600
+"""The registry's files are its own user's: it serves them itself (the download route)."""
 
 
 class FolderCrateFiles:
@@ -42,18 +41,7 @@ class FolderCrateFiles:
             return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-            sync_folder(target.parent)
+            replace_file(target, data, mode=FILE_MODE, durable=True)
         except OSError as exc:
             msg = f"cannot store the .crate file under {self.root}: {exc}"
             raise InfrastructureError(msg, path=str(self.root)) from exc

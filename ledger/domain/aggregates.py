@@ -286,6 +286,10 @@ class SyncJob(Aggregate):
             return not self.open and target == primary
         return target in confirmed
 
+    def confirmed_everywhere(self, primary: str) -> bool:
+        """Whether every target this job is for confirmed it (it may be completed)."""
+        return all(self.confirmed_for(target, primary) for target in self.scope(primary))
+
     def failures_for(self, target: str) -> int:
         """Failed attempts on ``target`` (all of them for a job restored from an older snapshot)."""
         found = getattr(self, "failures_on", None)

@@ -303,11 +303,7 @@ class SyncWorker:
                     job.trigger_event(type(event), **fields)
                     if isinstance(event, SyncJob.IndexPushConfirmed):
                         confirmed = event.commit
-                if (
-                    confirmed is not None
-                    and job.open
-                    and all(job.confirmed_for(t, primary) for t in job.scope(primary))
-                ):
+                if confirmed is not None and job.open and job.confirmed_everywhere(primary):
                     job.completed(commit=confirmed)
             warn_step("jobs_saved_again", worker=self.name, target=self.target, jobs=len(jobs))
 
@@ -482,6 +478,7 @@ class SyncWorker:
         paths = chunk.paths()
         by_job = {UUID(j.job): j for j in chunk.jobs}
         entries_of: dict[str, list[list[Any]]] = {}  # one list per crate, however many jobs it has
+        primary = self.ledger.target_names[0]
         for job_id, job in jobs.items():
             key = by_job[job_id].crate_key
             entries = entries_of.get(key)
@@ -497,8 +494,7 @@ class SyncWorker:
                 entries=entries,
                 target=self.target,
             )
-            primary = self.ledger.target_names[0]
-            if all(job.confirmed_for(t, primary) for t in job.scope(primary)):
+            if job.confirmed_everywhere(primary):
                 job.completed(commit=commit)  # every target it is for holds it
         log_step(
             "confirmed", worker=self.name, commit=commit, remote_head=readback.remote_head, jobs=len(jobs)

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Self
 
 import pygit2
-from pygit2.enums import ObjectType, Option, RepositoryOpenFlag
+from pygit2.enums import ObjectType, Option
 
 from ledger.adapters.git.push import (
     CLI_SCHEMES,
@@ -35,8 +35,8 @@ from ledger.adapters.git.push import (
     strip_credentials,
 )
 from ledger.adapters.git.reading import COMMIT_ID, holds
-from ledger.adapters.git.writing import PENDING_REF, CommitWriter
-from ledger.domain.errors import InfrastructureError, RemoteUnavailable, classify_error
+from ledger.adapters.git.writing import PENDING_REF, CommitWriter, open_bare
+from ledger.domain.errors import RemoteUnavailable, classify_error
 from ledger.ports import ErrorKind, PushReport, PushStatus, ReadBack
 from ledger.settings import PushClient
 
@@ -119,19 +119,7 @@ class GitIndex(CommitWriter):
         pygit2.option(Option.SET_SERVER_TIMEOUT, timeout_ms)
         pygit2.option(Option.SET_CACHE_OBJECT_LIMIT, ObjectType.TREE, _TREE_CACHE_LIMIT)
         pygit2.option(Option.SET_CACHE_MAX_SIZE, _CACHE_MAX_SIZE)
-        path = Path(path)
-        try:
-            if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-                repo = pygit2.init_repository(path, bare=True)
-            else:
-                repo = pygit2.Repository(path, RepositoryOpenFlag.NO_SEARCH)
-        except (pygit2.GitError, OSError) as exc:
-            raise InfrastructureError(
-                f"cannot open the index clone at {path}: {exc}", path=str(path)
-            ) from exc
-        if not repo.is_bare:
-            repo.free()
-            raise InfrastructureError(f"the index clone at {path} is not a bare repository", path=str(path))
+        repo = open_bare(path, "the index clone")
         return cls(repo, remote_url, branch=branch, author=author, timeout_ms=timeout_ms, push_with=push_with)
 
     @property

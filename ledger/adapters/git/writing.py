@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
+from pygit2.enums import RepositoryOpenFlag
 
 from ledger.adapters.git.objects import (
     MODE_BLOB,
@@ -33,6 +34,7 @@ from ledger.adapters.git.objects import (
     write_pack,
 )
 from ledger.adapters.git.reading import TreeReader
+from ledger.domain.errors import InfrastructureError
 
 PENDING_REF = "refs/ledger/pending"
 """Points at the newest commit written locally, keeping it reachable until it is pushed."""
@@ -46,6 +48,23 @@ disk writes each loose object (a file of its own) took up to about 1 ms."""
 
 MAX_PACKS = 32
 """Packs the clone may hold before its small packs are merged (see ``GitIndex._repack``)."""
+
+
+def open_bare(path: Path, what: str) -> pygit2.Repository:
+    """The bare repository at ``path``, created when the folder is missing or empty; ``what``
+    names it in errors (``the index clone``, ``the shadow repository``)."""
+    path = Path(path)
+    try:
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            repo = pygit2.init_repository(path, bare=True)
+        else:
+            repo = pygit2.Repository(path, RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, OSError) as exc:
+        raise InfrastructureError(f"cannot open {what} at {path}: {exc}", path=str(path)) from exc
+    if not repo.is_bare:
+        repo.free()
+        raise InfrastructureError(f"{what} at {path} is not a bare repository", path=str(path))
+    return repo
 
 
 class CommitWriter(TreeReader):

@@ -11,14 +11,12 @@ Every failure to reach or use the origin becomes
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ledger.adapters.folders import sync_folder
+from ledger.adapters.folders import replace_file
 from ledger.domain.errors import RemoteUnavailable
 
 MARKER_KEY = ".ledger/head"
@@ -111,7 +109,7 @@ class FolderBackend(Backend):
                 if target.parent not in made:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
-                signatures[key] = _signature(_replace(target, data))
+                signatures[key] = _signature(replace_file(target, data, mode=FILE_MODE, durable=False))
             except OSError as exc:
                 raise self._unavailable(f"write {key} to", exc) from exc
         return signatures
@@ -154,8 +152,8 @@ class FolderBackend(Backend):
     def put_marker(self, data: bytes) -> None:
         target = self._path(MARKER_KEY)
         try:
-            self._write(target, data, sync=True)
-            sync_folder(target.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            replace_file(target, data, mode=FILE_MODE, durable=True)
         except OSError as exc:
             raise self._unavailable("write the head marker to", exc) from exc
 
@@ -165,47 +163,9 @@ class FolderBackend(Backend):
     def close(self) -> None:
         """Nothing to release: every file is closed once written."""
 
-    def _write(self, target: Path, data: bytes, *, sync: bool) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                os.fchmod(out.fileno(), FILE_MODE)
-                if sync:
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-
     def _unavailable(self, action: str, exc: OSError) -> RemoteUnavailable:
         reason = exc.strerror or str(exc)
         return RemoteUnavailable(f"cannot {action} the folder {self.origin}: {reason}", remote=self.origin)
-
-
-def _replace(target: Path, data: bytes) -> os.stat_result:
-    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target`` (one
-    writer at a time: the index writer's lease); the written file's status."""
-    temporary = target.with_name(f".incoming-{target.name}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, FILE_MODE)
-            status = os.fstat(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return status
 
 
 def _signature(stat: os.stat_result) -> str:

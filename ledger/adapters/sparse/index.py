@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Self
 
 import pygit2
-from pygit2.enums import RepositoryOpenFlag
 
 from ledger.adapters.git.push import strip_credentials
+from ledger.adapters.git.writing import open_bare
 from ledger.adapters.sparse import judging
 from ledger.adapters.sparse.backends import Backend
 from ledger.adapters.sparse.origins import parse_origin
@@ -99,21 +99,11 @@ class SparseIndex(OriginReader):
                 connect_timeout_ms=connect_timeout_ms,
                 timeout_ms=timeout_ms,
             )
-        path = Path(path)
         try:
-            if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-                repo = pygit2.init_repository(path, bare=True)
-            else:
-                repo = pygit2.Repository(path, RepositoryOpenFlag.NO_SEARCH)
-        except (pygit2.GitError, OSError) as exc:
+            repo = open_bare(path, "the shadow repository")
+        except InfrastructureError:
             backend.close()
-            raise InfrastructureError(
-                f"cannot open the shadow repository at {path}: {exc}", path=str(path)
-            ) from exc
-        if not repo.is_bare:
-            repo.free()
-            backend.close()
-            raise InfrastructureError(f"the shadow repository at {path} is not bare", path=str(path))
+            raise
         return cls(repo, backend, public, invalidate_url=invalidate_url, author=author)
 
     @property
