@@ -175,11 +175,42 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 30 s; waits for the process either way."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    """Count, p50, p90, p99, mean and max of durations in seconds, the figures in milliseconds."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+    return {
+        "n": len(ordered),
+        "p50_ms": percentile(ordered, 0.50) * 1000,
+        "p90_ms": percentile(ordered, 0.90) * 1000,
+        "p99_ms": percentile(ordered, 0.99) * 1000,
+        "mean_ms": statistics.fmean(ordered) * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
 class GitRemote:
-    """The index: ``python -m ledger.testing.remote serve --protocol git`` in a process of its own."""
+    """The index: ``python -m ledger.testing.remote serve --protocol git`` in a process of its own,
+    serving ``base/index.git``; its log beside ``base`` (``<base>.log``)."""
 
     def __init__(self, base: Path) -> None:
-        self.log = (base.parent / "remote.log").open("wb")
+        base.mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.bare = base / "index.git"
+        log = base.parent / f"{base.name}.log"
+        self.log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ledger.testing.remote", "serve", "--dir", str(base), "--protocol", "git"],
             stdout=subprocess.PIPE,
@@ -189,16 +220,10 @@ class GitRemote:
         self.url = self.process.stdout.readline().decode().strip()
         if not self.url.startswith("git://"):
             self.stop()
-            raise SystemExit(f"the git server did not start (see {base.parent / 'remote.log'})")
+            raise SystemExit(f"the git server did not start (see {log})")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 

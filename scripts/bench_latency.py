@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, machine, markdown_table, percentile
-from bench_sync import CONFIG, Recorder, Server, _settings
+from _common import GitRemote, command_line, machine, markdown_table, percentile
+from bench_sync import CONFIG, Recorder, _settings
 
 if TYPE_CHECKING:
     from ledger.adapters.realdata import TraceEvent
@@ -285,7 +285,7 @@ def run_mode(
     copy_s = time.perf_counter() - start
     store = f"sqlite:///{here / 'ledger.db'}"
     clone = here / "clone.git"
-    server = Server(here / "srv")
+    server = GitRemote(here / "srv")
     ready = here / "worker.ready"
     worker_log = (here / "worker.log").open("wb")
     argv = [sys.executable, __file__, "--child-worker", "--store-url", store, "--remote", server.url]

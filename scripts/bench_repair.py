@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    GitRemote,
     command_line,
     drop_pg_schema,
     machine,
@@ -70,42 +71,12 @@ restarts PostgreSQL in its tests); a measurement is never stitched from two atte
 # -- the remotes ----------------------------------------------------------------------------------
 
 
-class Server:
-    """``python -m ledger.testing.remote serve --protocol git`` in a process of its own."""
-
-    def __init__(self, base: Path) -> None:
-        base.mkdir(parents=True, exist_ok=True)
-        self.base = base
-        self.bare = base / "index.git"
-        self._log = (base.parent / f"{base.name}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.testing.remote", "serve", "--dir", str(base), "--protocol", "git"],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().decode().strip()
-        if not self.url.startswith("git://"):
-            self.stop()
-            raise SystemExit(f"the git server in {base} did not start (see its log)")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
 @contextmanager
-def serving(base: Path, seed_repo: Path | None = None) -> Iterator[Server]:
+def serving(base: Path, seed_repo: Path | None = None) -> Iterator[GitRemote]:
     """A git:// server on ``base``, holding a copy of ``seed_repo`` (else an empty repository)."""
     if seed_repo is not None:
         copy_repo(seed_repo, base / "index.git")
-    server = Server(base)
+    server = GitRemote(base)
     try:
         yield server
     finally:

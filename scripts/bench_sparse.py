@@ -49,7 +49,6 @@ import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -71,6 +70,8 @@ from _common import (
     percentile,
     process_cpu_s,
     run_phase,
+    stop_process,
+    summary_ms,
     workdir,
 )
 
@@ -235,20 +236,6 @@ class CountedReads:
         backend.get_many = counted  # type: ignore[method-assign]
 
 
-def summary_ms(values: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "n": len(ordered),
-        "p50_ms": percentile(ordered, 0.50) * 1000,
-        "p90_ms": percentile(ordered, 0.90) * 1000,
-        "p99_ms": percentile(ordered, 0.99) * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
-
-
 def config_file() -> bytes:
     return (json.dumps(CONFIG, indent=2) + "\n").encode()
 
@@ -268,16 +255,6 @@ def peak_rss_of(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Cdn:

@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     PG_BASE,
+    GitRemote,
     Store,
     command_line,
     connectivity_check_ms,
@@ -60,6 +60,7 @@ from _common import (
     peak_rss_mib,
     percentile,
     run_phase,
+    summary_ms,
     workdir,
 )
 
@@ -291,20 +292,6 @@ def windows(events: Sequence[TraceEvent]) -> Iterator[list[TraceEvent]]:
 
 def open_job_ids(ledger: Ledger) -> set[str]:
     return {row[0] for row in ledger.db.query("SELECT job FROM view_jobs WHERE state = 'open'")}
-
-
-def summary_ms(values: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "n": len(ordered),
-        "p50_ms": percentile(ordered, 0.50) * 1000,
-        "p90_ms": percentile(ordered, 0.90) * 1000,
-        "p99_ms": percentile(ordered, 0.99) * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 def _without_repeats(data: bytes) -> bytes:
@@ -660,35 +647,6 @@ def replay_catch_up(
 # -- orchestration --------------------------------------------------------------------------------
 
 
-class Server:
-    """``python -m ledger.testing.remote serve --protocol git`` in a process of its own."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.log = (base.parent / "server.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.testing.remote", "serve", "--dir", str(base), "--protocol", "git"],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().decode().strip()
-        if not line.startswith("git://"):
-            self.stop()
-            raise SystemExit(f"the git server did not start (see {base.parent / 'server.log'})")
-        self.url = line
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
 def new_store(kind: str, folder: Path) -> Store:
     if kind == "sqlite":
         return Store("SQLite", f"sqlite:///{folder / 'ledger.db'}")
@@ -721,7 +679,7 @@ def run_mode(
         shutil.copytree(template, here / "srv" / "index.git")
     copy_s = time.perf_counter() - start
     store = new_store(args.store, here)
-    server = Server(here / "srv")
+    server = GitRemote(here / "srv")
     clone = here / "clone.git"
     snapshot: Path | None = None
     try:
