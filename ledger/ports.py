@@ -158,7 +158,8 @@ class IndexTarget(Protocol):
     on top of an expected head (:meth:`commit`), published (:meth:`push`, never forced: a target
     that moved since refuses), and count only once read back on a fresh connection
     (:meth:`read_back`). Implementations: ``ledger.adapters.git.index.GitIndex`` and, for fast
-    tests of the use cases, ``ledger.adapters.memory.MemoryIndex``. Not thread-safe.
+    tests of the use cases, ``ledger.adapters.memory.MemoryIndex``. Not thread-safe: a
+    thread of its own takes a :meth:`twin`.
     """
 
     @property
@@ -175,6 +176,15 @@ class IndexTarget(Protocol):
     def branch(self) -> str: ...
 
     def close(self) -> None: ...
+
+    def twin(self) -> IndexTarget:
+        """Another handle on the same target and local folder, for one other thread.
+
+        Heads either handle writes or reads are seen by both. The worker publishes one commit
+        through its twin while it prepares the next through this one; closing the twin leaves
+        this handle open.
+        """
+        ...
 
     # the target, over the network
     def fetch(self) -> str | None:

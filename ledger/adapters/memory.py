@@ -85,7 +85,8 @@ class MemoryIndex:
         self._url = url
         self._branch = branch
         self._heads: dict[str, _Head] = {}
-        """Every head this side knows: read from the remote, or written here."""
+        """Every head this side knows: read from the remote, or written here (twins share it)."""
+        self._twin = False
 
     @property
     def path(self) -> Path:
@@ -100,7 +101,14 @@ class MemoryIndex:
         return self._branch
 
     def close(self) -> None:
-        self._heads.clear()
+        if not self._twin:
+            self._heads.clear()
+
+    def twin(self) -> MemoryIndex:
+        twin = MemoryIndex(self.remote, self._path, url=self._url, branch=self._branch)
+        twin._heads = self._heads
+        twin._twin = True
+        return twin
 
     # -- the remote ---------------------------------------------------------------------------
 

@@ -147,6 +147,18 @@ class GitIndex(CommitWriter):
         """Release the repository; the instance cannot be used afterwards."""
         self._repo.free()
 
+    def twin(self) -> GitIndex:
+        """The same clone opened again (a repository handle of its own) for another thread."""
+        repo = open_bare(Path(self._repo.path), "the index clone")
+        return GitIndex(
+            repo,
+            self._url,
+            branch=self._branch,
+            author=self._author,
+            timeout_ms=int(self._timeout_s * 1000),
+            push_with=self._push_with,
+        )
+
     # -- remote -----------------------------------------------------------------
 
     def remote_head(self) -> str | None:

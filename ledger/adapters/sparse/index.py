@@ -69,6 +69,7 @@ class SparseIndex(OriginReader):
         self._invalidate_url = invalidate_url
         self._author = author
         self._state = State(Path(repo.path))
+        self._owns_backend = True
 
     @classmethod
     def open(
@@ -128,8 +129,19 @@ class SparseIndex(OriginReader):
 
     def close(self) -> None:
         """Release the repository and the origin's client; the instance cannot be used afterwards."""
-        self._backend.close()
+        if self._owns_backend:
+            self._backend.close()
         self._repo.free()
+
+    def twin(self) -> SparseIndex:
+        """The shadow opened again for another thread, sharing the origin's client and the
+        public URL's settings: the twin publishes while this handle only writes commits."""
+        repo = open_bare(Path(self._repo.path), "the shadow repository")
+        twin = SparseIndex(
+            repo, self._backend, self._public, invalidate_url=self._invalidate_url, author=self._author
+        )
+        twin._owns_backend = False
+        return twin
 
     # -- the origin -------------------------------------------------------------------------------
 
