@@ -148,6 +148,21 @@ def test_a_killed_listening_connection_still_confirms(pg_url: str, tmp_path: Pat
         assert not worker.errors, worker.errors
 
 
+@pytest.mark.postgres
+def test_a_publish_before_the_first_wait_is_not_missed(pg_url: str, tmp_path: Path) -> None:
+    """The wake-up listens from the moment it exists: a publish between its creation and its
+    first wait (the worker looking for jobs meanwhile) still wakes that wait."""
+    settings = Settings(store=pg_url, remote=REMOTE)
+    with open_ledger(settings) as ledger:
+        wakeup = ledger.wakeup()
+        try:
+            with open_ledger(settings) as publisher:
+                publisher.publish(make_line("kaze", "0.1.6"), "alice")
+            assert wakeup.wait(WAIT_S)
+        finally:
+            wakeup.close()
+
+
 def test_a_burst_is_confirmed_once_each_and_no_line_twice(
     opener: Callable[[], AbstractContextManager[Ledger]], follower: Callable[..., Follower]
 ) -> None:
@@ -188,13 +203,13 @@ def test_an_idle_worker_is_not_woken_by_its_own_writes(
     def run() -> None:
         with opener() as ledger:
             worker = SyncWorker(ledger, ledger.index())
-            real_pass = worker._pass
+            real_pass = worker._flowing_pass
 
-            def counted(*, ignore_backoff: bool) -> Any:
+            def counted(*args: Any) -> Any:
                 passes.append(1)
-                return real_pass(ignore_backoff=ignore_backoff)
+                return real_pass(*args)
 
-            worker._pass = counted  # type: ignore[method-assign]
+            worker._flowing_pass = counted  # type: ignore[method-assign]
             worker.follow(poll=LONG_POLL, stop=stop, max_passes=1000)
 
     thread = threading.Thread(target=run, daemon=True)

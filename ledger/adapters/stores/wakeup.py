@@ -72,10 +72,15 @@ class PostgresWakeup:
     """:class:`~ledger.ports.Wakeup` on PostgreSQL: a notification on the events' channel."""
 
     def __init__(self, connect: Any, channel: str) -> None:
-        """``connect()`` opens an autocommit psycopg connection; ``channel`` is the recorder's."""
+        """``connect()`` opens an autocommit psycopg connection; ``channel`` is the recorder's.
+
+        It listens at once: a notification sent before the first wait (while the worker looks
+        for jobs) is kept for that wait, not lost to a connection that was not listening yet.
+        """
         self._connect = connect
         self._channel = channel
         self._conn: Any = None
+        self._listening()
 
     def _listening(self) -> Any:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -93,10 +98,12 @@ class PostgresWakeup:
     def wait(self, timeout: float) -> bool:
         import psycopg
 
-        conn = self._listening()
-        if conn is None:
-            time.sleep(timeout)
-            return False
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if self._listening() is None:
+                time.sleep(timeout)
+                return False
+            return True  # listening again: look now, for what was notified while it was not
         try:
             # Consumed whole (it ends after one): while a notifies() generator is suspended it
             # holds the connection's lock, and the drain below would wait on it for ever.
@@ -107,7 +114,8 @@ class PostgresWakeup:
         except psycopg.Error as exc:
             warn_step("wakeup_lost", error=" ".join(str(exc).split()))
             self._close()
-            time.sleep(min(timeout, 0.05))  # a broken connection: fall back to the poll
+            time.sleep(min(timeout, 0.05))
+            self._listening()  # before the look below, so nothing notified after it is missed
             return True  # look for jobs now: a notification may have been lost with it
 
     def _drain(self, conn: Any) -> None:
