@@ -26,6 +26,12 @@ round rebuilds on top of it.
 
 A crash at any step leaves the job open; the next pass regenerates the same files, finds the
 tree unchanged when the earlier push did land, and confirms it by reading it back.
+
+A following worker (:meth:`SyncWorker.follow`) overlaps its passes: while one commit is pushed
+and read back in a thread of its own, the next jobs are gathered and their commit is written on
+top of it. That commit goes out only once the one below is confirmed with the target's head
+exactly there; otherwise it is dropped unpushed and its jobs are built again on what the
+read-back found.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -123,6 +130,110 @@ class _Attempt:
         return rb is not None and not rb.contains_commit and rb.remote_head not in (None, self.base)
 
 
+@dataclass(frozen=True)
+class _Build:
+    """A chunk's commit, written locally on the head it expects: what a push then publishes."""
+
+    chunk: _Chunk
+    jobs: dict[UUID, SyncJob]
+    """The jobs going out with it (held ones left already)."""
+    head: str | None
+    commit: str | None
+    """None: the tree at ``head`` holds it already; nothing to push, only to read back."""
+    expected: dict[str, bytes | None]
+    crates: list[str]
+
+    @property
+    def target(self) -> str | None:
+        """The head the target must hold once published."""
+        return self.commit or self.head
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What publishing a build gave: the pusher's report and the read-back, nothing recorded."""
+
+    report: PushReport
+    reported: str
+    seconds: float | None
+    readback: ReadBack | None = None
+    unreadable: RemoteUnavailable | None = None
+    """The read-back could not reach the target."""
+
+
+def _publish(index: IndexTarget, built: _Build) -> _Sent:
+    """Push ``built`` (when it changes the tree) and read the target back, on ``index``.
+
+    Touches nothing but ``index``: the following worker runs it in a thread of its own, on
+    its index's twin, while it prepares the next build.
+    """
+    if built.commit is None:
+        report = PushReport("ok", "index already holds this content: nothing to push")
+        reported, seconds = "up_to_date", None
+    else:
+        pushed = time.perf_counter()
+        report = index.push(built.commit)
+        reported, seconds = report.status, time.perf_counter() - pushed
+    target = built.target
+    if target is None:
+        return _Sent(report, reported, seconds)
+    try:
+        return _Sent(report, reported, seconds, index.read_back(target, built.expected))
+    except RemoteUnavailable as exc:
+        return _Sent(report, reported, seconds, unreadable=exc)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A build and every job loaded for it (held ones too): all of them are saved with it."""
+
+    built: _Build
+    loaded: dict[UUID, SyncJob]
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A prepared build being published in the worker's other thread."""
+
+    prepared: _Prepared
+    sent: Future[_Sent]
+
+    @property
+    def built(self) -> _Build:
+        return self.prepared.built
+
+    @property
+    def loaded(self) -> dict[UUID, SyncJob]:
+        return self.prepared.loaded
+
+    @property
+    def job_ids(self) -> frozenset[str]:
+        return frozenset(str(job) for job in self.prepared.loaded)
+
+
+class _Publisher:
+    """The following worker's other thread: publishes one build at a time on the index's twin,
+    a handle of its own (index handles are not shared between threads)."""
+
+    def __init__(self, index: IndexTarget) -> None:
+        self._index = index
+        self._twin: IndexTarget | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def send(self, built: _Build) -> Future[_Sent]:
+        if self._pool is None:
+            self._twin = self._index.twin()
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-publisher")
+        assert self._twin is not None
+        return self._pool.submit(_publish, self._twin, built)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._twin is not None:
+            self._twin.close()
+
+
 @dataclass
 class _Chunk:
     jobs: list[OpenJob]
@@ -178,6 +289,8 @@ class SyncWorker:
         """The remote head the last read-back saw (the next attempt builds on it), or None."""
         self._held_until: dict[str, float] = {}
         """Held jobs not looked at again before this time (when their hold was not new)."""
+        self._flight: _Flight | None = None
+        """The build a following worker is publishing in its other thread, if any."""
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -198,6 +311,11 @@ class SyncWorker:
         meanwhile go into one commit); otherwise it waits until the store says the log grew
         (``wake``: PostgreSQL's NOTIFY, SQLite's ``data_version``) or ``poll`` seconds passed,
         whichever comes first; a missed wake-up costs at most one poll interval.
+
+        Passes overlap (:meth:`_flowing_pass`): one commit is pushed and read back in a second
+        thread, on the index's :meth:`~ledger.ports.IndexTarget.twin`, while the jobs that
+        arrive meanwhile are gathered and their commit written on top of it, so that under a
+        burst pushes follow one another with no pause for the ledger's own work.
         """
         wakeup = self.ledger.wakeup() if wake else Sleep()
         try:
@@ -207,22 +325,30 @@ class SyncWorker:
 
     def _follow(self, poll: float, max_passes: int | None, stop: Any, wakeup: Wakeup) -> None:
         passes = 0
-        while stop is None or not stop.is_set():
-            progressed = False
+        publisher = _Publisher(self.index)
+        try:
+            while stop is None or not stop.is_set():
+                progressed = False
+                try:
+                    if self._flight is not None or self.lease.try_acquire():
+                        result = self._flowing_pass(publisher, wakeup)
+                        progressed = result.confirmed > 0 or self._flight is not None
+                        if result.jobs:
+                            log_step("worker_pass", worker=self.name, **result.to_dict())
+                except InfrastructureError as exc:
+                    # The store or the remote is away: nothing was recorded as done; try again later.
+                    warn_step("worker_waiting", worker=self.name, error=exc.message)
+                passes += 1
+                if max_passes is not None and passes >= max_passes:
+                    break
+                if not progressed:
+                    wakeup.wait(poll)
+        finally:
             try:
-                if self.lease.try_acquire():
-                    result = self._pass(ignore_backoff=False)
-                    progressed = result.confirmed > 0
-                    if result.jobs:
-                        log_step("worker_pass", worker=self.name, **result.to_dict())
-            except InfrastructureError as exc:
-                # The store or the remote is away: nothing was recorded as done; try again later.
-                warn_step("worker_waiting", worker=self.name, error=exc.message)
-            passes += 1
-            if max_passes is not None and passes >= max_passes:
-                break
-            if not progressed:
-                wakeup.wait(poll)
+                with contextlib.suppress(InfrastructureError):  # unsaved: its jobs stay open
+                    self._land_last()
+            finally:
+                publisher.close()
         with contextlib.suppress(InfrastructureError):
             self.lease.release()
 
@@ -236,12 +362,7 @@ class SyncWorker:
     def _jobs_pass(self, *, ignore_backoff: bool) -> PassResult:
         self.ledger.views.catch_up()
         now = time.time()
-        jobs = [
-            j
-            for j in open_jobs(self.ledger.db)
-            if ignore_backoff
-            or ((j.next_retry is None or j.next_retry <= now) and self._held_until.get(j.job, 0.0) <= now)
-        ]
+        jobs = [j for j in open_jobs(self.ledger.db) if ignore_backoff or self._due(j, now)]
         result = PassResult(jobs=len(jobs))
         for start in range(0, len(jobs), self.options.max_batch):
             if not self.lease.try_acquire():
@@ -251,19 +372,132 @@ class SyncWorker:
         result.open_left = len(open_jobs(self.ledger.db))
         return result
 
+    # -- following: the next build prepared while the last one is published --------------------
+
+    def _flowing_pass(self, publisher: _Publisher, wakeup: Wakeup) -> PassResult:
+        """One pass of a following worker, with at most one build in flight.
+
+        While the build in flight is pushed and read back (in the publisher's thread), the jobs
+        that arrived since are gathered and their commit written on top of the head that build
+        leaves: when it is confirmed with the target's head exactly there, the next one goes out
+        at once, and the landed one is saved while it flies. Any other outcome (a failure, a
+        rebuild on a head that moved, another writer's head on top) drops the prepared commit;
+        its jobs stay open and are built again on the head the read-back found.
+        """
+        started = time.perf_counter()
+        flight, result = self._flight, PassResult()
+        prepared: _Prepared | None = None
+        failure: InfrastructureError | None = None
+        try:
+            prepared = self._prepare(flight, result)
+            while prepared is None and flight is not None and not flight.sent.done():
+                if wakeup.wait(FLIGHT_CHECK_S):
+                    prepared = self._prepare(flight, result)
+        except InfrastructureError as exc:
+            failure = exc  # raised once the flight has landed: what it did is recorded first
+        if flight is not None:
+            self._flight = None
+            landed_on = self._land(flight, result)
+            if prepared is not None and prepared.built.head != landed_on:
+                self._drop(prepared)
+                prepared = None
+        if prepared is not None and failure is None:
+            if self.lease.try_acquire():
+                self._flight = _Flight(prepared, publisher.send(prepared.built))
+            else:
+                self._drop(prepared)  # another writer took over: leave the jobs open
+        if flight is not None:
+            self._save(flight.loaded)
+            result.open_left = len(open_jobs(self.ledger.db))
+            self.metrics.pass_done(time.perf_counter() - started)
+        if failure is not None:
+            raise failure
+        return result
+
+    def _prepare(self, flight: _Flight | None, result: PassResult) -> _Prepared | None:
+        """The due open jobs not in flight (up to ``max_batch``), built on the head the flight
+        leaves, or with none in flight on the head the last read-back saw (else a fetch).
+        None when there is nothing to push; jobs settled without a push are saved here."""
+        self.ledger.views.catch_up()
+        flying = flight.job_ids if flight is not None else frozenset()
+        now = time.time()
+        jobs = [j for j in open_jobs(self.ledger.db) if j.job not in flying and self._due(j, now)]
+        if not jobs:
+            return None
+        chunk, aggregates = self._load(jobs[: self.options.max_batch])
+        active = dict(aggregates)
+        built: _Build | _Attempt
+        if flight is not None:
+            built = self._build(chunk, active, result, flight.built.target)
+        else:
+            built = self._build_on_seen(chunk, active, result)
+        if isinstance(built, _Attempt):  # the target could not be read, or every job was held
+            result.jobs += len(aggregates)
+            self._tally(built, aggregates, active, result)
+            self._save(aggregates)
+            return None
+        return _Prepared(built, aggregates)
+
+    def _land(self, flight: _Flight, result: PassResult) -> str | None:
+        """Record what the flight's push and read-back gave (more rounds on the head the
+        read-back found when the target moved underneath); the head it left confirmed, exactly
+        as the target now has it, or None."""
+        built = flight.built
+        outcome = self._record(built, flight.sent.result())
+        outcome = self._rebase(built.chunk, built.jobs, result, outcome)
+        result.jobs += len(flight.loaded)
+        self._tally(outcome, flight.loaded, built.jobs, result)
+        rb = outcome.readback
+        if outcome.confirmed and rb is not None and rb.remote_head == outcome.target:
+            return outcome.target
+        return None
+
+    def _land_last(self) -> None:
+        """Land the flight still in the air when the worker stops, and save what it did."""
+        flight, self._flight = self._flight, None
+        if flight is not None:
+            self._land(flight, PassResult())
+            self._save(flight.loaded)
+
+    def _drop(self, prepared: _Prepared) -> None:
+        """Forget a prepared commit (never pushed); save the holds recorded while building it."""
+        self._save(prepared.loaded)
+
+    def _due(self, job: OpenJob, now: float) -> bool:
+        """Not waiting out a backoff or a hold."""
+        return (job.next_retry is None or job.next_retry <= now) and self._held_until.get(job.job, 0.0) <= now
+
     # -- one chunk --------------------------------------------------------------------------
 
     def _sync_chunk(self, jobs: list[OpenJob], result: PassResult) -> None:
+        chunk, aggregates = self._load(jobs)
+        active = dict(aggregates)
+        outcome = self._rebase(chunk, active, result, self._attempt(chunk, active, result))
+        self._tally(outcome, aggregates, active, result)
+        self._save(aggregates)
+
+    def _load(self, jobs: list[OpenJob]) -> tuple[_Chunk, dict[UUID, SyncJob]]:
+        """A chunk of these jobs with their crates' versions, and the jobs as they stand."""
         chunk = _Chunk(jobs)
         for job in jobs:
             chunk.names.setdefault(job.crate_key, job.crate)
         chunk.load(self.ledger.db, chunk.names)
-        aggregates = self.ledger.jobs([UUID(j.job) for j in jobs])
-        active = dict(aggregates)
-        for _ in range(self.options.rebase_rounds):
-            outcome = self._attempt(chunk, active, result)
+        return chunk, self.ledger.jobs([UUID(j.job) for j in jobs])
+
+    def _rebase(
+        self, chunk: _Chunk, active: dict[UUID, SyncJob], result: PassResult, outcome: _Attempt
+    ) -> _Attempt:
+        """More rounds while the remote moved underneath: each rebuilds on the head it read."""
+        for _ in range(self.options.rebase_rounds - 1):
             if outcome.confirmed or not outcome.remote_moved:
                 break  # confirmed, or failed for a reason that another round now cannot fix
+            outcome = self._attempt(chunk, active, result)
+        return outcome
+
+    @staticmethod
+    def _tally(
+        outcome: _Attempt, aggregates: dict[UUID, SyncJob], active: dict[UUID, SyncJob], result: PassResult
+    ) -> None:
         if outcome.confirmed:
             assert outcome.target is not None
             result.confirmed += len(active)
@@ -273,7 +507,6 @@ class SyncWorker:
             result.abandoned += closed
             result.failed += len(active) - closed
         result.held += len(aggregates) - len(active)
-        self._save(aggregates)
 
     def _save(self, jobs: dict[UUID, SyncJob]) -> None:
         """Save what this pass recorded on its jobs.
@@ -315,12 +548,16 @@ class SyncWorker:
         return expected
 
     def _attempt(self, chunk: _Chunk, jobs: dict[UUID, SyncJob], result: PassResult) -> _Attempt:
-        """Build, push and read back once; records the attempt and its outcome on every job.
+        """Build, push and read back once; records the attempt and its outcome on every job."""
+        built = self._build_on_seen(chunk, jobs, result)
+        if isinstance(built, _Attempt):
+            return built
+        return self._record(built, _publish(self.index, built))
 
-        Jobs whose crate's file at the head holds lines the ledger has no record of are held
-        (or, with ``adopt_foreign``, those lines are adopted first) and leave ``jobs``.
-        """
-        remote = self.index.remote_url
+    def _build_on_seen(
+        self, chunk: _Chunk, jobs: dict[UUID, SyncJob], result: PassResult
+    ) -> _Build | _Attempt:
+        """The build on the head the last read-back saw, or on a fetch when there is none."""
         head, self._seen_head = self._seen_head, None
         if head is None:
             try:
@@ -329,6 +566,16 @@ class SyncWorker:
                 self.metrics.remote_up(False)
                 self._fail(jobs, _unreadable(exc), exc.message, None)
                 return _Attempt(None, None, None)
+        return self._build(chunk, jobs, result, head)
+
+    def _build(
+        self, chunk: _Chunk, jobs: dict[UUID, SyncJob], result: PassResult, head: str | None
+    ) -> _Build | _Attempt:
+        """The commit of ``chunk`` on ``head``, written locally; an attempt when nothing is to push.
+
+        Jobs whose crate's file at the head holds lines the ledger has no record of are held
+        (or, with ``adopt_foreign``, those lines are adopted first) and leave ``jobs``.
+        """
         if head is not None:
             self._guard(chunk, jobs, head, result)
             if not jobs:
@@ -339,15 +586,19 @@ class SyncWorker:
         message = f"Update crates: {', '.join(crates[:10])}" + (
             f" and {len(crates) - 10} more" if len(crates) > 10 else ""
         )
-        commit = self.index.commit(head, expected, message)
-        report, reported = self._push(commit)
+        return _Build(chunk, jobs, head, self.index.commit(head, expected, message), expected, crates)
+
+    def _record(self, built: _Build, sent: _Sent) -> _Attempt:
+        """What the pusher said and what the read-back found, recorded on every job of ``built``."""
+        jobs, head, commit, report = built.jobs, built.head, built.commit, sent.report
+        self.metrics.pushed(sent.reported, sent.seconds)
         for job in jobs.values():
             job.attempted(
-                remote=remote,
+                remote=self.index.remote_url,
                 branch=self.index.branch,
                 commit=commit,
                 parent=head,
-                reported=reported,
+                reported=sent.reported,
                 message=report.message,
                 worker=self.name,
                 batch=len(jobs),
@@ -358,17 +609,16 @@ class SyncWorker:
             worker=self.name,
             commit=commit,
             parent=head,
-            reported=reported,
+            reported=sent.reported,
             jobs=len(jobs),
-            crates=crates[:20],
+            crates=built.crates[:20],
             message=report.message,
         )
-        target = commit or head
-        try:
-            readback = self.index.read_back(target, expected) if target else None
-        except RemoteUnavailable as exc:
+        target, readback = built.target, sent.readback
+        if sent.unreadable is not None:
             self.metrics.remote_up(False)
             self.metrics.read_back(None)
+            exc = sent.unreadable
             reason = _reason(report) if report.status != "ok" else _unreadable(exc)
             self._fail(jobs, reason, f"pusher said {report.status}; read-back failed: {exc.message}", None)
             return _Attempt(head, target, None)
@@ -378,22 +628,10 @@ class SyncWorker:
             self.metrics.read_back(readback.confirmed)
         if readback is not None and readback.confirmed:
             assert target is not None
-            self._confirm(chunk, jobs, target, readback)
+            self._confirm(built.chunk, jobs, target, readback)
         else:
             self._fail(jobs, _reason(report), _detail(report, readback), readback)
         return _Attempt(head, target, readback)
-
-    def _push(self, commit: str | None) -> tuple[PushReport, str]:
-        """Push ``commit`` (None: the tree is unchanged); what the pusher said, and its status."""
-        if commit is None:
-            report = PushReport("ok", "index already holds this content: nothing to push")
-            reported, seconds = "up_to_date", None
-        else:
-            pushed = time.perf_counter()
-            report = self.index.push(commit)
-            reported, seconds = report.status, time.perf_counter() - pushed
-        self.metrics.pushed(reported, seconds)
-        return report, reported
 
     # -- lines the ledger cannot account for ---------------------------------------------
 
@@ -527,6 +765,9 @@ class SyncWorker:
 
 
 SAVE_RETRIES = 5
+FLIGHT_CHECK_S = 0.01
+"""While a build is in flight and nothing new is to prepare: how often the worker looks for a
+wake-up (new jobs to prepare) or the flight's end."""
 _EVENT_ENVELOPE = frozenset(("originator_id", "originator_version", "timestamp"))
 """What the store sets on every event: not part of what a worker records."""
 
