@@ -239,6 +239,13 @@ class TestRender:
         assert list(yanked) == list(line.fields)
         assert line.render(yanked=False) == line.render()
 
+    def test_a_yanked_line_renders_both_ways_as_its_fields(self) -> None:
+        """The text kept from parsing and a replaced ``yanked`` both give the fields' JSON."""
+        raw = compact(serde_line(yanked=True))
+        line = parse_line(json.loads(raw))  # a caller's object: rendered by the ledger
+        assert line.render() == line.render(yanked=True) == raw
+        assert line.render(yanked=False) == compact({**json.loads(raw), "yanked": False})
+
     def test_render_does_not_change_the_line(self) -> None:
         """Rendering with a replacement leaves the parsed line's own fields alone."""
         line = parse_line(compact(serde_line()))

@@ -45,6 +45,8 @@ class IndexLine:
     cksum: str
     yanked: bool
     fields: dict[str, Any] = field(hash=False)
+    text: bytes = field(hash=False, compare=False, repr=False)
+    """``fields`` rendered (``_dump``): the line as validated, kept so it is rendered once."""
 
     @property
     def key(self) -> str:
@@ -53,12 +55,13 @@ class IndexLine:
 
     def render(self, *, yanked: bool | None = None) -> bytes:
         """The compact JSON line, without newline, with ``yanked`` replaced when given."""
-        fields = self.fields if yanked is None else {**self.fields, "yanked": yanked}
-        return _dump(fields)
+        if yanked is None or yanked is self.yanked:
+            return self.text  # replacing a value by itself keeps the key order: the same bytes
+        return _dump({**self.fields, "yanked": yanked})
 
     def content_digest(self) -> str:
         """SHA-256 hex of the line as if not yanked: a yank leaves it unchanged."""
-        return fields_digest(self.fields)
+        return hashlib.sha256(self.render(yanked=False)).hexdigest()
 
 
 def render_fields(fields: dict[str, Any], *, yanked: bool) -> bytes:
@@ -185,21 +188,39 @@ def _dep_kind(value: Any, where: str) -> None:
 
 
 _Check = Callable[[Any, str], object]
-_Spec = dict[str, tuple[bool, _Check]]  # field name -> (required, check)
+
+
+class _Spec:
+    """The fields an object may have: name -> (required, check)."""
+
+    def __init__(self, fields: dict[str, tuple[bool, _Check]]) -> None:
+        self.fields = fields
+        self._named: dict[str, tuple[tuple[str, bool, _Check, str], ...]] = {}
+
+    def named(self, prefix: str) -> tuple[tuple[str, bool, _Check, str], ...]:
+        """Each field with its name as messages give it after ``prefix`` (``deps[3].name``),
+        made once per prefix rather than once per object checked."""
+        found = self._named.get(prefix)
+        if found is None:
+            if len(self._named) >= MAX_DEPS + 1:
+                self._named.clear()
+            found = tuple((name, req, check, f"{prefix}{name}") for name, (req, check) in self.fields.items())
+            self._named[prefix] = found
+        return found
 
 
 def _check_object(obj: dict[Any, Any], spec: _Spec, prefix: str) -> None:
     """Check an object's fields against ``spec``; ``prefix`` names the object in messages."""
-    unknown = [key for key in obj if key not in spec]
-    if unknown:
+    if not spec.fields.keys() >= obj.keys():
+        unknown = [key for key in obj if key not in spec.fields]
         owner = prefix.rstrip(".") or "the line"
         names = ", ".join(repr(key) for key in unknown)
         raise _fail(f"{owner} has unknown field(s) {names}", f"{prefix}{unknown[0]}")
-    for name, (required, check) in spec.items():
+    for name, required, check, where in spec.named(prefix):
         if name in obj:
-            check(obj[name], f"{prefix}{name}")
+            check(obj[name], where)
         elif required:
-            raise _fail(f"{prefix}{name} is missing", f"{prefix}{name}")
+            raise _fail(f"{where} is missing", where)
 
 
 def _deps(value: Any, where: str) -> None:
@@ -213,31 +234,35 @@ def _deps(value: Any, where: str) -> None:
         _check_object(dep, _DEP_FIELDS, f"{where}[{i}].")
 
 
-_FIELDS: _Spec = {
-    "name": (True, _crate_name),
-    "vers": (True, _version),
-    "deps": (True, _deps),
-    "cksum": (True, _cksum),
-    "features": (True, _feature_map),
-    "yanked": (True, _bool),
-    "links": (False, _links),
-    "v": (False, _schema_version),
-    "features2": (False, _feature_map),
-    "rust_version": (False, _rust_version),
-    "pubtime": (False, _pubtime),
-}
+_FIELDS = _Spec(
+    {
+        "name": (True, _crate_name),
+        "vers": (True, _version),
+        "deps": (True, _deps),
+        "cksum": (True, _cksum),
+        "features": (True, _feature_map),
+        "yanked": (True, _bool),
+        "links": (False, _links),
+        "v": (False, _schema_version),
+        "features2": (False, _feature_map),
+        "rust_version": (False, _rust_version),
+        "pubtime": (False, _pubtime),
+    }
+)
 
-_DEP_FIELDS: _Spec = {
-    "name": (True, _crate_name),
-    "req": (True, _non_empty_string),
-    "features": (True, _string_list),
-    "optional": (True, _bool),
-    "default_features": (True, _bool),
-    "target": (True, _optional_string),
-    "kind": (True, _dep_kind),
-    "registry": (False, _optional_string),
-    "package": (False, _optional_crate_name),
-}
+_DEP_FIELDS = _Spec(
+    {
+        "name": (True, _crate_name),
+        "req": (True, _non_empty_string),
+        "features": (True, _string_list),
+        "optional": (True, _bool),
+        "default_features": (True, _bool),
+        "target": (True, _optional_string),
+        "kind": (True, _dep_kind),
+        "registry": (False, _optional_string),
+        "package": (False, _optional_crate_name),
+    }
+)
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -304,6 +329,7 @@ def parse_line(raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_LINE_B
         cksum=obj["cksum"],
         yanked=obj["yanked"],
         fields=obj,
+        text=rendered,
     )
 
 

@@ -35,11 +35,9 @@ def _problem(name: str) -> str | None:
         return f"it contains the non-ASCII character {bad!r}"
     if name[0] not in _LETTERS:
         return f"it must start with an ASCII letter, not {name[0]!r}"
-    bad_chars = [c for c in name if c not in _ALLOWED]
-    if bad_chars:
-        return (
-            f"it contains the character {bad_chars[0]!r}; only ASCII letters, digits, '-' and '_' are allowed"
-        )
+    if not _ALLOWED.issuperset(name):
+        bad = next(c for c in name if c not in _ALLOWED)
+        return f"it contains the character {bad!r}; only ASCII letters, digits, '-' and '_' are allowed"
     return _RESERVED if name.lower() in WINDOWS_RESERVED else None
 
 
