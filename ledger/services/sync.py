@@ -616,6 +616,7 @@ class SyncWorker:
         )
         target, readback = built.target, sent.readback
         if sent.unreadable is not None:
+            self._seen_head = None  # not known: the next build fetches (a prepared one saw ``target``)
             self.metrics.remote_up(False)
             self.metrics.read_back(None)
             exc = sent.unreadable
