@@ -319,6 +319,11 @@ class Wakeup(Protocol):
         """Return True once the store may hold new events, False after ``timeout`` seconds."""
         ...
 
+    def clear(self) -> None:
+        """Forget the wake-ups so far: the caller is about to look at everything they stand for
+        (a look that begins after this call sees every event committed before it)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -330,6 +335,9 @@ class Sleep:
 
         time.sleep(timeout)
         return False
+
+    def clear(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -163,6 +163,24 @@ def test_a_publish_before_the_first_wait_is_not_missed(pg_url: str, tmp_path: Pa
             wakeup.close()
 
 
+def test_clear_forgets_what_came_before_and_keeps_what_comes_after(store_url: str) -> None:
+    """The worker clears its wake-up just before it looks for jobs: a publish after that must
+    still wake it. On SQLite the publishes before are forgotten exactly; PostgreSQL delivers a
+    notification some time after the commit, so there a late one may still wake it (harmless)."""
+    settings = Settings(store=store_url, remote=REMOTE)
+    with open_ledger(settings) as ledger, open_ledger(settings) as publisher:
+        wakeup = ledger.wakeup()
+        try:
+            publisher.publish(make_line("kaze", "0.1.6"), "alice")
+            wakeup.clear()
+            if store_url.startswith("sqlite"):
+                assert not wakeup.wait(0.2)
+            publisher.publish(make_line("kaze", "0.1.7"), "alice")
+            assert wakeup.wait(WAIT_S)
+        finally:
+            wakeup.close()
+
+
 def test_a_burst_is_confirmed_once_each_and_no_line_twice(
     opener: Callable[[], AbstractContextManager[Ledger]], follower: Callable[..., Follower]
 ) -> None:

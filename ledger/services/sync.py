@@ -389,6 +389,7 @@ class SyncWorker:
         prepared: _Prepared | None = None
         failure: InfrastructureError | None = None
         try:
+            wakeup.clear()  # the look below covers them (the worker's own saves of the last pass too)
             prepared = self._prepare(flight, result)
             while prepared is None and flight is not None and not flight.sent.done():
                 if wakeup.wait(FLIGHT_CHECK_S):

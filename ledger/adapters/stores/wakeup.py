@@ -64,6 +64,10 @@ class SQLiteWakeup:
                 return False
             time.sleep(min(CHECK_S, left))
 
+    def clear(self) -> None:
+        self._seen = self._version()
+        self._head = self._log_head()
+
     def close(self) -> None:
         self._conn.close()
 
@@ -117,6 +121,18 @@ class PostgresWakeup:
             time.sleep(min(timeout, 0.05))
             self._listening()  # before the look below, so nothing notified after it is missed
             return True  # look for jobs now: a notification may have been lost with it
+
+    def clear(self) -> None:
+        import psycopg
+
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return  # the next wait listens again and returns at once
+        try:
+            self._drain(conn)
+        except psycopg.Error as exc:
+            warn_step("wakeup_lost", error=" ".join(str(exc).split()))
+            self._close()
 
     def _drain(self, conn: Any) -> None:
         """Consume notifications already received: one wake-up stands for all of them."""
