@@ -144,6 +144,12 @@ def versions_at_head(server: RemoteServer, crate: str) -> list[str]:
     return [json.loads(line)["vers"] for line in bytes(blob.data).splitlines()]
 
 
+def all_completed(ledger: Ledger, crates: str) -> bool:
+    ledger.views.catch_up()
+    states = ledger.db.query("SELECT state FROM view_jobs WHERE crate LIKE ?", (crates,))
+    return bool(states) and all(state == "completed" for (state,) in states)
+
+
 def first_push(ledger: Ledger, gate: Gate, crate: str) -> str:
     """Publish ``crate`` 1.0.0 and wait until the worker's push of it is held in the air."""
     ledger.publish(make_line(crate, "1.0.0"), "alice")
@@ -215,3 +221,37 @@ def test_a_commit_prepared_on_a_push_that_did_not_count_is_never_pushed(
         assert versions_at_head(server, "serde") == ["1.0.0"]
         assert versions_at_head(server, "tokio") == ["1.0.0"]
         assert ledger.audit(grace=0).consistent
+
+
+def test_a_burst_over_git_is_confirmed_once_each_and_no_line_twice(
+    settings: Settings, server: RemoteServer
+) -> None:
+    """500 publishes while the worker follows with passes overlapping, against the git:// server:
+    every job confirmed exactly once, and the index holds every version once, in order."""
+    gate = Gate()
+    gate.hold_next_push = False
+    crates = [f"burst-{n % 50}" for n in range(500)]
+    with open_ledger(settings) as ledger:
+        worker = Following(settings, gate)
+        try:
+            for n, crate in enumerate(crates):
+                ledger.publish(make_line(crate, f"1.0.{n}"), "alice")
+            # Not the audit alone: a job whose version went out in a commit of the jobs before it
+            # (its crate's file is built from every version recorded) is confirmed a pass later.
+            wait_for(lambda: all_completed(ledger, "burst-%"), "every job confirmed")
+            assert ledger.audit(grace=0).consistent
+        finally:
+            worker.close()
+        confirmations: dict[str, int] = {}
+        for record in ledger.timeline():
+            if record["event"] == "IndexPushConfirmed" and record["crate"].startswith("burst-"):
+                confirmations[record["job"]] = confirmations.get(record["job"], 0) + 1
+        ledger.views.catch_up()
+        jobs = ledger.db.query("SELECT job FROM view_jobs WHERE crate LIKE ?", ("burst-%",))
+        assert {str(row[0]) for row in jobs} == set(confirmations)
+        assert set(confirmations.values()) == {1}
+        for k in range(50):
+            assert versions_at_head(server, f"burst-{k}") == [f"1.0.{n}" for n in range(k, 500, 50)]
+        with gate.lock:
+            pushes = [first for what, first, _ in gate.calls if what == "push"]
+        assert len(pushes) == len(set(pushes))  # no commit pushed twice
