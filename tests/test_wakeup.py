@@ -181,6 +181,29 @@ def test_clear_forgets_what_came_before_and_keeps_what_comes_after(store_url: st
             wakeup.close()
 
 
+@pytest.mark.postgres
+def test_ledgers_in_two_schemas_do_not_wake_each_other(tmp_path: Path) -> None:
+    """Each ledger has a channel of its own: a publish wakes the workers of its own ledger only."""
+    from tests.conftest import _pg_schema_url
+
+    first_url, second_url = _pg_schema_url(), _pg_schema_url()
+    try:
+        first = Settings(store=next(first_url), remote=REMOTE)
+        second = Settings(store=next(second_url), remote=REMOTE)
+        with open_ledger(first) as mine, open_ledger(second) as other:
+            wakeup = mine.wakeup()
+            try:
+                other.publish(make_line("kaze", "0.1.6"), "alice")
+                assert not wakeup.wait(0.5)
+                mine.publish(make_line("kaze", "0.1.6"), "alice")
+                assert wakeup.wait(WAIT_S)
+            finally:
+                wakeup.close()
+    finally:
+        for url in (first_url, second_url):
+            next(url, None)  # drops the schema
+
+
 def test_a_burst_is_confirmed_once_each_and_no_line_twice(
     opener: Callable[[], AbstractContextManager[Ledger]], follower: Callable[..., Follower]
 ) -> None:

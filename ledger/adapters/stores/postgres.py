@@ -27,6 +27,8 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        # One channel per ledger: ledgers in two schemas of one database do not wake each other.
+        self.channel_name = f"{self.datastore.schema}_{self.events_table_name}".replace(".", "_")
         self.chain_table_name = f"{events_table_name}_chain"
         chain = Identifier(self.datastore.schema), Identifier(self.chain_table_name)
         self.sql_create_statements.append(

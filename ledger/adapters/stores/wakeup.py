@@ -1,10 +1,11 @@
 """Waking the worker when the log grows: PostgreSQL's LISTEN/NOTIFY, SQLite's ``data_version``.
 
-PostgreSQL: every save of events notifies the events table's channel inside its own transaction
-(the event store's recorder does, ``NOTIFY publicationledger_events``), so the notification is
-sent exactly when the events are visible. A connection of the worker's own listens; when it is
-lost (a restart, a killed backend) the wait falls back to sleeping and the next one listens
-again on a new connection.
+PostgreSQL: every save of events notifies the ledger's channel inside its own transaction (the
+event store's recorder does, ``NOTIFY <schema>_publicationledger_events``: one channel per
+schema, so that ledgers in two schemas of one database do not wake each other), so the
+notification is sent exactly when the events are visible. A connection of the worker's own
+listens from the moment the wake-up exists; when it is lost (a restart, a killed backend) it
+listens again on a new connection at once, and the worker looks for jobs.
 
 SQLite: ``PRAGMA data_version`` changes on a connection whenever another connection commits to
 the file; checking it costs a few microseconds, so a short interval is cheap. A commit that
