@@ -79,11 +79,11 @@ from _common import (
     command_line,
     machine,
     markdown_table,
-    percentile,
+    process_cpu_s,
     run_phase,
     stop_process,
 )
-from bench_serve import PUBLISH_PATH, SEED, USER, TextPool, crate_file, metadata, publish_body
+from bench_serve import PUBLISH_PATH, SEED, USER, TextPool, crate_file, metadata, publish_body, summary
 from bench_sync import CONFIG, Recorder, _settings
 
 if TYPE_CHECKING:
@@ -97,7 +97,6 @@ QUICK_SIZES = {"spread": {1: 4, 10: 20, 100: 30}, "window": {1: 10, 10: 20, 100:
 GOALS_P99_S = {1: 1.0, 100: 5.0}
 WINDOW_S = 900.0
 CONFIRM_TIMEOUT_S = 180.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 PG_TEMPLATE = "ledger_latency_seed"
 PG_SCHEMA = "ledger"
@@ -135,13 +134,6 @@ def worker_child(
         worker.follow(poll=poll, stop=stop, wake=wake)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # -- choosing the stretches ---------------------------------------------------------------------
@@ -498,24 +490,13 @@ def await_confirmed(
         time.sleep(0.5)
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50": percentile(ordered, 0.50),
-        "p90": percentile(ordered, 0.90),
-        "p99": percentile(ordered, 0.99),
-        "max": ordered[-1] if ordered else float("nan"),
-        "min": ordered[0] if ordered else float("nan"),
-    }
-
-
 def replay(
     ledger: Ledger, publisher: Publisher, stretch: list[tuple[float, TraceEvent]], speed: int, pid: int
 ) -> dict[str, Any]:
     offsets = schedule(stretch, speed)
     since = datetime.now(UTC)
     load_before = os.getloadavg()
-    cpu_before = proc_cpu_s(pid)
+    cpu_before = process_cpu_s(pid)
     accepted: set[str] = set()
     refused_before = sum(publisher.refused.values())
     calls_ms: list[float] = []
@@ -534,7 +515,7 @@ def replay(
     published_s = time.perf_counter() - started
     jobs, enqueued, confirmed, held = await_confirmed(ledger, publisher, since, accepted)
     # The last confirmation's time, then the worker's CPU time up to now (it polls once more at most).
-    cpu_s = proc_cpu_s(pid) - cpu_before
+    cpu_s = process_cpu_s(pid) - cpu_before
     wall_s = time.perf_counter() - started
     latencies = sorted((confirmed[j] - enqueued[j]) * 1000 for j in jobs if j in confirmed and j in enqueued)
     planned_s = offsets[-1]
@@ -557,8 +538,8 @@ def replay(
         "schedule_lag_max_ms": lag_max * 1000,
         "wall_s": wall_s,
         "worker_cpu_s": cpu_s,
-        "latency_ms": _summary(latencies),
-        "publish_call_ms": _summary(calls_ms),
+        "latency_ms": summary(latencies),
+        "publish_call_ms": summary(calls_ms),
         "latencies_ms": latencies,
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),
@@ -820,11 +801,15 @@ def _template(t: dict[str, Any]) -> str:
     )
 
 
+NO_LATENCY = dict.fromkeys(("p50", "p90", "p99", "max"), float("nan"))
+"""What a replay with no job confirmed reports (``summary`` of nothing gives only ``n``)."""
+
+
 def report(results: dict[str, Any]) -> str:
     rows: list[list[str]] = []
     for mode, m in results["modes"].items():
         for label, r in m["replays"].items():
-            lat = r["latency_ms"]
+            lat = {**NO_LATENCY, **r["latency_ms"]}
             rows.append(
                 [
                     mode,
@@ -869,10 +854,11 @@ def report(results: dict[str, Any]) -> str:
     if "wake" in modes and "poll" in modes:
         ratio_rows = []
         for label in modes["wake"]["replays"]:
-            w = modes["wake"]["replays"][label]["latency_ms"]
+            w = {**NO_LATENCY, **modes["wake"]["replays"][label]["latency_ms"]}
             p = modes["poll"]["replays"].get(label, {}).get("latency_ms")
             if p is None:
                 continue
+            p = {**NO_LATENCY, **p}
             ratio_rows.append(
                 [
                     label,

@@ -199,11 +199,10 @@ class _Spec:
 
     def named(self, prefix: str) -> tuple[tuple[str, bool, _Check, str], ...]:
         """Each field with its name as messages give it after ``prefix`` (``deps[3].name``),
-        made once per prefix rather than once per object checked."""
+        made once per prefix rather than once per object checked. The prefixes are bounded:
+        the line's own (``""``) and one per dependency, at most ``MAX_DEPS``."""
         found = self._named.get(prefix)
         if found is None:
-            if len(self._named) >= MAX_DEPS + 1:
-                self._named.clear()
             found = tuple((name, req, check, f"{prefix}{name}") for name, (req, check) in self.fields.items())
             self._named[prefix] = found
         return found

@@ -27,7 +27,6 @@ while this one records them, in the same order and with the same result as readi
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import multiprocessing
 import os
@@ -156,8 +155,7 @@ def read_crate_file(path: str, data: bytes) -> _CrateFile:
             continue
         seen[parsed.key] = number
         rendered = parsed.render()
-        # The digest is of the line rendered as not yanked: for a line that is not, its rendering.
-        digest = parsed.content_digest() if parsed.yanked else hashlib.sha256(rendered).hexdigest()
+        digest = parsed.content_digest()
         line = CheckedLine(
             parsed.name, parsed.vers, parsed.key, parsed.cksum, parsed.yanked, rendered.decode()
         )

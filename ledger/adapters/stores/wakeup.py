@@ -87,8 +87,14 @@ class PostgresWakeup:
         self._conn: Any = None
         self._listening()
 
+    def _live(self) -> Any:
+        """The listening connection, or None when there is none or it is lost."""
+        conn = self._conn
+        return None if conn is None or conn.closed or conn.broken else conn
+
     def _listening(self) -> Any:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        """The listening connection, on a new one when it was lost (None if that failed)."""
+        if self._live() is None:
             import psycopg
             from psycopg.sql import SQL, Identifier
 
@@ -103,8 +109,8 @@ class PostgresWakeup:
     def wait(self, timeout: float) -> bool:
         import psycopg
 
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        conn = self._live()
+        if conn is None:
             if self._listening() is None:
                 time.sleep(timeout)
                 return False
@@ -117,8 +123,7 @@ class PostgresWakeup:
                 self._drain(conn)
             return woken
         except psycopg.Error as exc:
-            warn_step("wakeup_lost", error=" ".join(str(exc).split()))
-            self._close()
+            self._lost(exc)
             time.sleep(min(timeout, 0.05))
             self._listening()  # before the look below, so nothing notified after it is missed
             return True  # look for jobs now: a notification may have been lost with it
@@ -126,14 +131,17 @@ class PostgresWakeup:
     def clear(self) -> None:
         import psycopg
 
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        conn = self._live()
+        if conn is None:
             return  # the next wait listens again and returns at once
         try:
             self._drain(conn)
         except psycopg.Error as exc:
-            warn_step("wakeup_lost", error=" ".join(str(exc).split()))
-            self._close()
+            self._lost(exc)
+
+    def _lost(self, exc: Exception) -> None:
+        warn_step("wakeup_lost", error=" ".join(str(exc).split()))
+        self._close()
 
     def _drain(self, conn: Any) -> None:
         """Consume notifications already received: one wake-up stands for all of them."""
